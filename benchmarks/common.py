@@ -1,0 +1,16 @@
+"""Shared by the benchmark scripts: where results go and how they are written."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_result(out: str | Path, result: dict, markdown: str) -> None:
+    """The JSON result and its markdown table side by side (same name, .json and .md)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown)
+    print(markdown)

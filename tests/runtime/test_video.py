@@ -1,0 +1,260 @@
+"""Exact frame access: every read equals the same frame of a plain sequential PyAV decode.
+
+Test videos come from tests/video_assets.py (PyAV's own encoders); each frame draws its index,
+so a frame that is wrong, shifted or turned is caught by content as well as by pixels.
+"""
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+from video_assets import (
+    frame_index,
+    frame_pixels,
+    marker_corner,
+    write_audio_only,
+    write_image,
+    write_two_video_streams,
+    write_video,
+)
+
+from vlrt.errors import VlrtError
+from vlrt.runtime.video import DecodeStats, probe, read_frames, read_frames_av
+
+CODECS = [  # (codec, suffix)
+    ("libx264", ".mp4"), ("libx265", ".mp4"), ("libvpx-vp9", ".webm"), ("mpeg4", ".avi"),
+    ("mpeg4", ".mp4"), ("libx264", ".ts"), ("libx264", ".mkv"),
+    ("libx265", ".ts"), ("libx265", ".mkv"),  # open GOP (CRA + RASL frames) under dts/pts seeking
+]
+SCATTERED = [0, 5, 17, 23, 40, 47]
+SHUFFLED = [47, 3, 3, 40, 0, 17, 47, 12, 11]
+
+
+def sequential(path) -> list[np.ndarray]:
+    """The reference: decode every frame in order, no seeking (upright: rotation applied)."""
+    with av.open(str(path)) as c:
+        return [np.rot90(f.to_ndarray(format="rgb24"), k=(f.rotation or 0) // 90)
+                for f in c.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    out = {}
+    for codec, suffix in CODECS:
+        path = root / f"{codec}{suffix}"
+        write_video(path, codec=codec)
+        out[codec, suffix] = path
+    return out
+
+
+@pytest.mark.parametrize("codec,suffix", CODECS)
+def test_scattered_reads_equal_a_sequential_decode(videos, codec, suffix):
+    path = videos[codec, suffix]
+    ref = sequential(path)
+    assert [frame_index(f) for f in ref] == list(range(48))  # the reference itself is right
+    info = probe(path)
+    assert info.num_frames == 48 and (info.width, info.height, info.rotation) == (160, 96, 0)
+    assert {0, 12, 24, 36} <= set(info.keyframes)
+    for indices in (SCATTERED, SHUFFLED):
+        frames = read_frames(path, indices, info=info)
+        assert len(frames) == len(indices)
+        for i, f in zip(indices, frames):
+            assert f.dtype == np.uint8 and f.shape == (96, 160, 3)
+            np.testing.assert_array_equal(f, ref[i], err_msg=f"{path.name} frame {i}")
+
+
+@pytest.mark.parametrize("codec,suffix", CODECS)
+def test_every_frame_alone(videos, codec, suffix):
+    """Each frame read on its own (a fresh seek every time) and all frames backwards."""
+    path = videos[codec, suffix]
+    ref, info = sequential(path), probe(path)
+    for i in range(48):
+        np.testing.assert_array_equal(read_frames(path, [i], info=info)[0], ref[i],
+                                      err_msg=f"{path.name} frame {i}")
+    backwards = list(range(47, -1, -1))
+    assert [frame_index(f) for f in read_frames(path, backwards, info=info)] == backwards
+
+
+def test_repeated_indices_are_separate_arrays(videos):
+    a, b = read_frames(videos["libx264", ".mp4"], [3, 3])
+    np.testing.assert_array_equal(a, b)
+    a[:] = 0
+    assert b.any()
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".webm", ".ts"])
+def test_probe_counts_frames_the_container_does_not(videos, suffix):
+    path = next(p for (_, s), p in videos.items() if s == suffix)
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].frames == 0  # the container does not say
+    info = probe(path)
+    assert info.num_frames == len(info.timestamps) == 48
+    assert info.fps == 24.0 and info.duration == pytest.approx(2.0, abs=1e-3)
+
+
+def test_sparse_reads_seek_and_near_reads_decode_on(videos):
+    path = videos["libx264", ".mp4"]
+    info = probe(path)
+    far = DecodeStats()
+    read_frames(path, [0, 47], info=info, stats=far)
+    # Frame 0, then a seek to keyframe 36 and 12 frames on (+ B-frame reordering).
+    assert far.seeks == 1 and far.frames_decoded <= 16
+    near = DecodeStats()
+    read_frames(path, [11, 0, 13], info=info, stats=near)  # 13 is 2 past 11: no seek to 12
+    assert near.seeks == 0 and near.frames_decoded <= 16
+    every = DecodeStats()
+    read_frames(path, range(48), info=info, stats=every)
+    assert every.seeks == 0 and every.frames_decoded == 48
+
+
+def test_ts_seeks_land_on_the_keyframe(videos):
+    """MPEG-TS seeks by dts, roughly: a seek that overshoots is seen and redone earlier."""
+    path = videos["libx264", ".ts"]
+    stats = DecodeStats()
+    frames = read_frames(path, [0, 47, 30], stats=stats)
+    assert [frame_index(f) for f in frames] == [0, 47, 30]
+    assert stats.frames_decoded < 48
+
+
+def test_vfr_timestamps_are_the_written_pts(tmp_path):
+    path = tmp_path / "vfr.mp4"
+    pts = write_video(path, vfr=True)
+    info = probe(path)
+    assert len(set(np.diff(pts))) > 1  # really variable
+    assert info.timestamps == pytest.approx([float(p * Fraction(1, 48)) for p in pts], abs=1e-9)
+    picks = [46, 2, 31, 7]
+    assert [frame_index(f) for f in read_frames(path, picks, info=info)] == picks
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_late_start(tmp_path, suffix):
+    path = tmp_path / f"late{suffix}"
+    write_video(path, start_pts=30)
+    info = probe(path)
+    assert info.start_time == pytest.approx(30 / 24, abs=1e-3)
+    assert info.duration == pytest.approx(2.0, abs=1e-3) and info.num_frames == 48
+    assert [frame_index(f) for f in read_frames(path, [0, 47], info=info)] == [0, 47]
+
+
+@pytest.mark.parametrize("rotation,suffix", [(90, ".mp4"), (180, ".mp4"), (270, ".mp4"), (90, ".mkv")])
+def test_rotated_frames_come_out_upright(tmp_path, rotation, suffix):
+    path = tmp_path / f"rot{rotation}{suffix}"
+    write_video(path, rotation=rotation, frames=24)
+    with av.open(str(path)) as c:  # stored turned: the marker is not top-left before rotating
+        raw = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    assert marker_corner(raw) != "tl"
+    assert raw.shape[:2] == ((160, 96) if rotation % 180 else (96, 160))
+    info = probe(path)
+    assert (info.rotation, info.width, info.height) == (rotation, 160, 96)
+    frames = read_frames(path, [0, 13, 23], info=info)
+    assert all(f.shape == (96, 160, 3) and f.flags.c_contiguous for f in frames)
+    assert [marker_corner(f) for f in frames] == ["tl"] * 3
+    assert [frame_index(f) for f in frames] == [0, 13, 23]
+
+
+def test_jpeg_exif_orientation_is_applied(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "exif6.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    Image.fromarray(np.ascontiguousarray(np.rot90(frame_pixels(9, 160, 96)))).save(path, exif=exif)
+    info = probe(path)
+    assert (info.rotation, info.width, info.height, info.num_frames) == (90, 160, 96, 1)
+    (f,) = read_frames(path, [0], info=info)
+    assert marker_corner(f) == "tl" and frame_index(f) == 9
+
+
+def test_two_video_streams_pick_ffmpegs_best(tmp_path):
+    path = tmp_path / "two.mkv"
+    write_two_video_streams(path)
+    info = probe(path)
+    assert (info.stream_index, info.width, info.height, info.num_frames) == (1, 160, 96, 24)
+    assert [frame_index(f) for f in read_frames(path, [20, 1], info=info)] == [20, 1]
+
+
+def test_stream_without_timestamps_is_counted_and_read_in_order(tmp_path):
+    path = tmp_path / "raw.h264"
+    write_video(path)
+    with av.open(str(path)) as c:
+        assert next(c.demux(video=0)).pts is None
+    info = probe(path)
+    assert info.num_frames == 48 and info.keyframes == (0,)
+    picks = [47, 0, 20, 21]
+    assert [frame_index(f) for f in read_frames(path, picks, info=info)] == picks
+
+
+def test_one_frame_video_and_images(tmp_path):
+    one = tmp_path / "one.mp4"
+    write_video(one, frames=1)
+    info = probe(one)
+    assert info.num_frames == 1 and info.keyframes == (0,)
+    assert [frame_index(f) for f in read_frames(one, [0, 0], info=info)] == [0, 0]
+    png = tmp_path / "still.png"
+    pixels = write_image(png, index=7)
+    info = probe(png)
+    assert (info.num_frames, info.width, info.height, info.codec) == (1, 160, 96, "png")
+    np.testing.assert_array_equal(read_frames(png, [0])[0], pixels)  # PNG is lossless
+    jpg = tmp_path / "still.jpg"
+    write_image(jpg, index=7)
+    assert frame_index(read_frames(jpg, [0])[0]) == 7
+
+
+def test_truncated_stream_decodes_what_is_there(videos, tmp_path):
+    full = videos["libx264", ".mkv"]
+    ref = dict(zip(probe(full).pts, sequential(full)))  # by pts: a cut can drop B-frames mid-way
+    cut = tmp_path / "cut.mkv"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    info = probe(cut)
+    assert 10 < info.num_frames < 48
+    picks = [info.num_frames - 1, 0, 7]
+    for i, f in zip(picks, read_frames(cut, picks, info=info)):
+        np.testing.assert_array_equal(f, ref[info.pts[i]])
+
+
+def _bad_inputs(root, videos):
+    cases = {"missing.mp4": None, "empty.mp4": b""}
+    cases["random.mp4"] = np.random.default_rng(0).bytes(4096)
+    data = videos["libx264", ".mp4"].read_bytes()
+    cases["cut.mp4"] = data[: len(data) // 2]  # the index (moov) is at the end: nothing to read
+    cases["wide.y4m"] = b"YUV4MPEG2 W20000 H16 F24:1 Ip A1:1 C420jpeg\nFRAME\n" + bytes(100)
+    cases["zero.y4m"] = b"YUV4MPEG2 W0 H16 F24:1 Ip A1:1 C420jpeg\nFRAME\n" + bytes(100)
+    cases["short.y4m"] = b"YUV4MPEG2 W16 H16 F24:1 Ip A1:1 C420jpeg\nFRAME\n" + bytes(10)
+    for name, content in cases.items():
+        if content is not None:
+            (root / name).write_bytes(content)
+    write_audio_only(root / "audio.m4a")
+    return [*cases, "audio.m4a"]
+
+
+def test_bad_inputs_raise_vlrt_errors_naming_the_file(videos, tmp_path):
+    reasons = {"missing.mp4": "no such file", "empty.mp4": "empty", "wide.y4m": "20000x16",
+               "short.y4m": "no frame", "audio.m4a": "no video stream"}
+    for name in _bad_inputs(tmp_path, videos):
+        with pytest.raises(VlrtError) as e:
+            read_frames(tmp_path / name, [0])
+        assert name in str(e.value) and reasons.get(name, "") in str(e.value), str(e.value)
+
+
+def test_bad_requests(videos):
+    path = videos["libx264", ".mp4"]
+    for indices in ([48], [-1], [1.5]):
+        with pytest.raises(VlrtError, match="libx264.mp4"):
+            read_frames(path, indices)
+    with pytest.raises(VlrtError, match="'yuv'"):
+        read_frames(path, [0], format="yuv")
+    assert read_frames(path, []) == []
+
+
+def test_bgr_and_av_frames(videos):
+    path = videos["libvpx-vp9", ".webm"]
+    info = probe(path)
+    rgb = read_frames(path, [30, 2], info=info)
+    bgr = read_frames(path, [30, 2], info=info, format="bgr24")
+    for a, b in zip(rgb, bgr):
+        np.testing.assert_array_equal(a, b[..., ::-1])
+    frames = read_frames_av(path, [30, 2], info=info)
+    assert [f.pts for f in frames] == [info.pts[30], info.pts[2]]
+    np.testing.assert_array_equal(frames[0].to_ndarray(format="rgb24"), rgb[0])

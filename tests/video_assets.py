@@ -1,0 +1,155 @@
+"""Test videos written with PyAV's own encoders: every frame says which frame it is.
+
+Each frame shows its index as 8 bit blocks (white = 1, black = 0, least significant bit on the
+left) across the bottom third, a band of stripes that scrolls with the index (so P and B frames
+really reference other frames), and a red square in the top-left corner only: a frame that comes
+out mirrored or turned has the square somewhere else. The content is a pure function of the index
+and the size, so files are deterministic up to the encoder.
+
+`frame_index(rgb)` reads the index back from a decoded, upright frame.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+BITS = 8
+_MARKER = (220, 30, 30)
+_CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".ts": "mpegts",
+               ".avi": "avi", ".h264": "h264"}  # .h264: an elementary stream, no timestamps
+
+
+def frame_pixels(index: int, width: int, height: int) -> np.ndarray:
+    """The upright picture of frame `index`: (height, width, 3) uint8."""
+    img = np.full((height, width, 3), 128, np.uint8)
+    x = np.arange(width)
+    stripes = ((x + 4 * index) // 8 % 2 * 160 + 40).astype(np.uint8)  # (W,)
+    img[height // 3: 2 * height // 3] = stripes[None, :, None]
+    block = width // BITS
+    for b in range(BITS):
+        img[2 * height // 3:, b * block:(b + 1) * block] = 255 if index >> b & 1 else 0
+    side = min(width, height) // 4
+    img[:side, :side] = _MARKER
+    return img
+
+
+def frame_index(rgb: np.ndarray) -> int:
+    """The index `frame_pixels` drew into an upright decoded frame (exact despite lossy coding)."""
+    h, w = rgb.shape[:2]
+    block = w // BITS
+    row = rgb[(5 * h) // 6, :, :].astype(np.int32).mean(axis=1)  # (W,)
+    return sum(1 << b for b in range(BITS) if row[b * block + block // 2] > 128)
+
+
+def marker_corner(rgb: np.ndarray) -> str:
+    """Which corner holds the red square: 'tl', 'tr', 'bl' or 'br'."""
+    h, w = rgb.shape[:2]
+    m = min(h, w) // 8
+    corners = {"tl": rgb[:m, :m], "tr": rgb[:m, -m:], "bl": rgb[-m:, :m], "br": rgb[-m:, -m:]}
+    red = {k: float(v[..., 0].mean() - v[..., 1].mean()) for k, v in corners.items()}
+    return max(red, key=red.get)
+
+
+def _pts_list(frames: int, start_pts: int, vfr: bool) -> list[int]:
+    """Presentation times in 1/fps/... ticks: regular, or irregular steps of 1-3 ticks for VFR."""
+    if not vfr:
+        return [start_pts + i for i in range(frames)]
+    steps = [1, 3, 2, 1, 1, 2]  # irregular, deterministic
+    pts, t = [], start_pts
+    for i in range(frames):
+        pts.append(t)
+        t += steps[i % len(steps)]
+    return pts
+
+
+def write_video(path, *, codec: str = "libx264", width: int = 160, height: int = 96, frames: int = 48,
+                fps: int = 24, gop: int = 12, bframes: bool = True, pix_fmt: str = "yuv420p",
+                start_pts: int = 0, vfr: bool = False, rotation: int = 0) -> list[int]:
+    """Write a test video; return the pts written (in ticks of 1/fps s; VFR: 1/(2*fps) s steps).
+
+    `rotation` is the clockwise turn a player applies to show the picture upright (the legacy
+    `rotate` tag): the stored frames are the upright picture turned the other way, and the
+    display matrix says how to undo it. The container follows the suffix.
+    """
+    path = Path(path)
+    tick = Fraction(1, fps * 2) if vfr else Fraction(1, fps)
+    pts = _pts_list(frames, start_pts, vfr)
+    with av.open(str(path), "w", format=_CONTAINERS[path.suffix.lower()]) as out:
+        stream = out.add_stream(codec, rate=fps)
+        stored_w, stored_h = (height, width) if rotation % 180 else (width, height)
+        stream.width, stream.height, stream.pix_fmt = stored_w, stored_h, pix_fmt
+        stream.time_base = tick
+        stream.codec_context.time_base = tick
+        stream.codec_context.gop_size = gop
+        stream.codec_context.max_b_frames = 2 if bframes else 0
+        stream.codec_context.options = _codec_options(codec, gop, bframes)
+        if rotation:
+            stream.set_display_rotation(-rotation)  # PyAV's angle is counter-clockwise
+        for i, p in enumerate(pts):
+            upright = frame_pixels(i, width, height)
+            stored = np.rot90(upright, k=rotation // 90)  # a player turns it back clockwise
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(stored), format="rgb24")
+            frame.pts, frame.time_base = p, tick
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return pts
+
+
+def _codec_options(codec: str, gop: int, bframes: bool) -> dict[str, str]:
+    if codec == "libx264":
+        return {"preset": "veryfast", "crf": "23", "keyint_min": str(gop), "sc_threshold": "0",
+                "threads": "1"}
+    if codec == "libx265":
+        return {"preset": "ultrafast", "crf": "28", "x265-params":
+                f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={2 if bframes else 0}:"
+                "pools=1:frame-threads=1:log-level=error"}
+    if codec == "libvpx-vp9":
+        return {"deadline": "realtime", "cpu-used": "8", "crf": "35", "b": "0", "threads": "1"}
+    return {}
+
+
+def write_audio_only(path, *, seconds: float = 0.5, rate: int = 16000) -> None:
+    """A file with one AAC audio stream and no video."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=rate)
+        n = int(seconds * rate)
+        t = np.arange(n) / rate
+        samples = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None, :]  # (1, N)
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = rate, 0
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+
+def write_two_video_streams(path, *, frames: int = 24, fps: int = 24) -> None:
+    """Two H.264 streams (use .mkv: the MP4 muxer marks its first stream default): a small one
+    first (64x48, every frame shows index 200) without the default disposition, then the test
+    pattern at 160x96 marked default, the one FFmpeg's best-stream rule picks."""
+    from av.stream import Disposition
+
+    with av.open(str(path), "w", format=_CONTAINERS[Path(path).suffix.lower()]) as out:
+        small = out.add_stream("libx264", rate=fps)
+        big = out.add_stream("libx264", rate=fps)
+        for s, (w, h) in ((small, (64, 48)), (big, (160, 96))):
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+            s.codec_context.options = {"preset": "ultrafast", "threads": "1"}
+        small.disposition, big.disposition = Disposition(0), Disposition.default
+        for i in range(frames):
+            for s, img in ((small, frame_pixels(200, 64, 48)), (big, frame_pixels(i, 160, 96))):
+                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                frame.pts = i
+                out.mux(s.encode(frame))
+        out.mux(small.encode(None))
+        out.mux(big.encode(None))
+
+
+def write_image(path, *, index: int = 7, width: int = 160, height: int = 96) -> np.ndarray:
+    """A still image (format by suffix, via PIL) showing frame `index`; returns its pixels."""
+    from PIL import Image
+
+    img = frame_pixels(index, width, height)
+    Image.fromarray(img).save(str(path))
+    return img

@@ -1,0 +1,39 @@
+"""Options and output helpers shared by the subcommands."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+
+def add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
+
+
+def subcommand(sub, name: str, module_doc: str | None) -> argparse.ArgumentParser:
+    """A subparser whose help is the command module's docstring."""
+    doc = (module_doc or "").strip()
+    return sub.add_parser(name, help=doc.splitlines()[0] if doc else None, description=doc,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+class Stages:
+    """Reports the stages of a long command on stderr, with elapsed seconds.
+
+    Quiet when asked, and when stderr is not a terminal (pipes and logs get results, not chatter).
+    """
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.quiet = quiet or not sys.stderr.isatty()
+        self.t0 = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            print(f"[{time.perf_counter() - self.t0:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")

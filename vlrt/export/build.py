@@ -1,0 +1,270 @@
+"""`build_engine`: a bundle's fp32 graphs -> graphs optimized for one backend, precision and machine.
+
+An engine is a directory `BUNDLE/engines/<key>/` holding the optimized video and text graphs and
+`engine.json`. The key is a short hash of everything the engine is built from (backend,
+precision, pass options, calibration data, the bundle manifest's sha256, onnx/onnxruntime/vlrt
+versions, CPU model and ISA flags), so a changed setting, bundle, version or machine never
+reuses a stale engine. Every build is validated against the bundle's fp32 graphs on the export
+gate's inputs; an engine below the gate (min cosine 0.99 per embedding) is not written.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import time
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from vlrt.errors import VlrtError
+from vlrt.export.bundle import staging_dir
+from vlrt.runtime.backends.ort import OrtRunner, SessionFromOnnx
+from vlrt.runtime.bundle import (
+    ENGINE_MANIFEST,
+    ENGINE_VERSION,
+    ENGINES,
+    Bundle,
+    Engine,
+    engine_key,
+    machine_fingerprint,
+    sha256_file,
+)
+from vlrt.runtime.runtime import check_precision, resolve_backend
+
+Int8Mode = Literal["dynamic", "static"]
+GATE = 0.99  # DESIGN: reduced precision must hold cos >= 0.99 per embedding by default
+GRAPHS = ("video", "text")
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts"})
+MAX_CALIBRATION_VIDEOS = 64
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+# ORT CPU inserts Casts and computes an fp16 graph in fp32 (checked: every MatMul/Add/LayerNorm
+# of the optimized session graph is fp32), so the gate sees fp16 weight rounding, not fp16 math.
+FP16_NOTE = ("validated on ONNX Runtime CPU, which computes fp16 graphs in fp32 after casting: this checks the "
+             "graph and fp16 weight rounding, not fp16 arithmetic; check on the GPU that runs it")
+
+
+@dataclasses.dataclass
+class BuildResult:
+    engine_dir: Path | None  # None for fp32: the bundle's own graphs are the engine
+    key: str | None
+    manifest: dict[str, Any]
+    reused: bool
+    seconds: dict[str, float]
+
+
+@dataclasses.dataclass
+class _Plan:
+    backend: str
+    precision: str
+    options: dict[str, Any]
+    passes: dict[str, Any]  # graph name -> pass object
+    calibration: list[Path]
+
+
+def build_engine(
+    bundle_dir: str | Path,
+    *,
+    backend: str | None = None,
+    precision: str | None = None,
+    int8_mode: Int8Mode | None = None,
+    calib: str | Path | None = None,
+    overwrite: bool = False,
+    gate: bool = True,
+    progress: Callable[[str], None] = lambda message: None,
+) -> BuildResult:
+    """Build (or reuse) the engine for these settings on this machine; raises VlrtError when the
+    built graphs fail the cosine gate (unless `gate=False`, which records it as skipped).
+
+    None means the default: the best backend here; int8 on ort-cpu and fp16 on ort-cuda; dynamic
+    int8 on ort-cpu and static (Q/DQ) on ort-cuda.
+    """
+    bundle = Bundle.open(bundle_dir)
+    plan = plan_build(bundle, backend=backend, precision=precision, int8_mode=int8_mode, calib=calib)
+    if plan.precision == "fp32":
+        return BuildResult(None, None, {"backend": plan.backend, "precision": "fp32",
+                                        "note": "fp32 runs the bundle's own graphs; nothing to build"}, False, {})
+    manifest = _key_fields(bundle, plan)
+    key = engine_key(manifest)
+    target = bundle.root / ENGINES / key
+    if target.exists() and not overwrite:
+        engine = Engine(target, json.loads((target / ENGINE_MANIFEST).read_text()))
+        engine.verify()
+        if gate:  # it may have been kept with --no-gate
+            _gate(engine.manifest["validation"], enabled=True)
+        progress(f"reusing engine {key} (built {engine.manifest.get('created')})")
+        return BuildResult(target, key, engine.manifest, True, {})
+    seconds: dict[str, float] = {}
+    with _engine_staging(target, overwrite=overwrite) as tmp:
+        graphs = _run_passes(bundle, plan, tmp, seconds, progress)
+        t0 = time.perf_counter()
+        progress("validating against the bundle's fp32 graphs")
+        validation = validate_engine(bundle, {g: tmp / entry["file"] for g, entry in graphs.items()})
+        seconds["validate"] = time.perf_counter() - t0
+        validation["gate"] = _gate(validation, enabled=gate)
+        if plan.precision == "fp16":
+            validation["note"] = FP16_NOTE
+        manifest = {"engine_version": ENGINE_VERSION, "key": key,
+                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+                    **manifest, "graphs": graphs, "validation": validation, "seconds": seconds}
+        if plan.calibration:
+            manifest["calibration"] = {"dir": str(Path(calib).resolve()), "videos": [p.name for p in plan.calibration]}
+        (tmp / ENGINE_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return BuildResult(target, key, manifest, False, seconds)
+
+
+def plan_build(bundle: Bundle, *, backend: str | None, precision: str | None, int8_mode: str | None,
+               calib: str | Path | None) -> _Plan:
+    """Resolve the defaults and refuse contradictory settings, before any work is done."""
+    from vlrt.export.passes import DynamicInt8, Fp16Graph, StaticInt8QDQ
+
+    backend = resolve_backend(backend)
+    precision = check_precision(backend, precision or ("fp16" if backend == "ort-cuda" else "int8"))
+    if int8_mode is not None and precision != "int8":
+        raise VlrtError(f"--int8-mode {int8_mode} applies to --precision int8, not {precision}")
+    mode = int8_mode or ("static" if backend == "ort-cuda" else "dynamic")
+    if precision == "int8" and mode not in ("dynamic", "static"):
+        raise VlrtError(f"unknown int8 mode {mode!r}; available: dynamic, static")
+    if calib is not None and (precision != "int8" or mode != "static"):
+        raise VlrtError("--calib is used only by --precision int8 --int8-mode static")
+    if precision in ("fp32", "fp16"):
+        passes = {g: Fp16Graph() for g in GRAPHS} if precision == "fp16" else {}
+        return _Plan(backend, precision, {"pass": "fp16"} if passes else {}, passes, [])
+    reduce_range = _needs_reduce_range(machine_fingerprint())
+    if mode == "dynamic":
+        if backend == "ort-cuda":
+            raise VlrtError("dynamic int8 needs DynamicQuantizeLinear, which ONNX Runtime's CUDA provider lacks "
+                            "(it would run on the CPU); use --int8-mode static for ort-cuda")
+        quant = DynamicInt8(reduce_range=reduce_range)
+        return _Plan(backend, precision, quant.options(), {g: quant for g in GRAPHS}, [])
+    if calib is None:
+        raise VlrtError("--int8-mode static calibrates on real frames: pass --calib DIR, a folder of videos "
+                        "like the ones you will embed")
+    videos = calibration_videos(Path(calib))
+    quant = StaticInt8QDQ(symmetric=backend == "ort-cuda", reduce_range=reduce_range and backend == "ort-cpu")
+    options = {**quant.options(), "calibration": _calibration_id(videos)}
+    return _Plan(backend, precision, options, {g: quant for g in GRAPHS}, videos)
+
+
+def calibration_videos(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise VlrtError(f"--calib {folder}: not a directory")
+    videos = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    if not videos:
+        raise VlrtError(f"--calib {folder}: no video files ({', '.join(sorted(VIDEO_SUFFIXES))})")
+    if len(videos) > MAX_CALIBRATION_VIDEOS:  # evenly spread over the folder, deterministic
+        videos = [videos[i] for i in np.linspace(0, len(videos) - 1, MAX_CALIBRATION_VIDEOS).round().astype(int)]
+    return videos
+
+
+def validate_engine(bundle: Bundle, graphs: dict[str, Path]) -> dict[str, Any]:
+    """Min cosine per embedding of the built graphs vs the bundle's fp32 graphs (ORT CPU), on the
+    inputs of the export gate (vlrt.export.validate.validation_inputs)."""
+    from vlrt.export.validate import compare, validation_inputs
+    from vlrt.models import ModelConfig
+
+    # validation_inputs reads only model.config; a stand-in saves building the model.
+    stand_in = types.SimpleNamespace(config=ModelConfig.from_dict(bundle.manifest["model"]))
+    feeds = validation_inputs(stand_in, frames=bundle.max_frames, words=bundle.max_words)
+    per_output: dict[str, dict[str, float]] = {}
+    for name, path in graphs.items():
+        with OrtRunner(SessionFromOnnx(bundle.graph_path(name))) as ref, OrtRunner(SessionFromOnnx(path)) as opt:
+            expected, got = ref.infer(feeds[name]), opt.infer(feeds[name])
+        for out_name, value in expected.items():
+            per_output[out_name] = compare(value, got[out_name])
+    return {"min_cosine": min(m["min_cosine"] for m in per_output.values()),
+            "max_abs_diff": max(m["max_abs_diff"] for m in per_output.values()),
+            "per_output": per_output, "threshold": GATE, "reference": "bundle fp32 graphs, ONNX Runtime CPU",
+            "inputs": "vlrt.export.validate.validation_inputs"}
+
+
+def _gate(validation: dict[str, Any], *, enabled: bool) -> str:
+    if not enabled:
+        return "skipped"
+    if validation["min_cosine"] >= GATE:
+        return "passed"
+    rows = ", ".join(f"{k} {v['min_cosine']:.5f}" for k, v in validation["per_output"].items())
+    raise VlrtError(f"the built engine fails the gate: min cosine {validation['min_cosine']:.5f} < {GATE} vs fp32 "
+                    f"({rows}); nothing was written. Try another --int8-mode or calibration set, or pass "
+                    "--no-gate to keep it anyway")
+
+
+def _run_passes(bundle: Bundle, plan: _Plan, out: Path, seconds: dict[str, float],
+                progress: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    graphs = {}
+    for name, graph_pass in plan.passes.items():
+        t0 = time.perf_counter()
+        progress(f"{graph_pass.name}: {name} graph")
+        src, dst = bundle.graph_path(name), out / f"{name}.onnx"
+        if plan.calibration:
+            report = graph_pass.apply(src, dst, _calibration_reader(bundle, name, plan.calibration))
+        else:
+            report = graph_pass.apply(src, dst)
+        seconds[name] = time.perf_counter() - t0
+        graphs[name] = {"file": dst.name, "sha256": sha256_file(dst), "bytes": dst.stat().st_size,
+                        "pass": report.to_dict()}
+    return graphs
+
+
+def _calibration_reader(bundle: Bundle, graph: str, videos: list[Path]):
+    from vlrt.export.passes import CaptionCalibration, FrameCalibration
+    from vlrt.runtime.tokenizer import ClipTokenizer
+
+    if graph == "video":
+        return FrameCalibration(bundle.manifest, videos)
+    tokenizer = ClipTokenizer(bundle.path(bundle.manifest["tokenizer"]["file"]))
+    return CaptionCalibration(tokenizer, context_length=bundle.max_words)
+
+
+def _key_fields(bundle: Bundle, plan: _Plan) -> dict[str, Any]:
+    import onnx
+    import onnxruntime
+
+    from vlrt import __version__
+
+    return {"backend": plan.backend, "precision": plan.precision, "options": plan.options,
+            "source": {"manifest_sha256": bundle.manifest_sha256},
+            "versions": {"vlrt": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+            "machine": machine_fingerprint()}
+
+
+def _needs_reduce_range(machine: dict[str, Any]) -> bool:
+    """7-bit weights on x86 without VNNI, where u8*s8 pairs saturate int16 (VPMADDUBSW)."""
+    x86 = machine["arch"].lower() in ("x86_64", "amd64", "i686", "x86")
+    return x86 and not any(f in machine["isa"] for f in VNNI_FLAGS)
+
+
+def _calibration_id(videos: list[Path]) -> dict[str, Any]:
+    from vlrt.export.passes import CAPTIONS
+
+    digest = hashlib.sha256()
+    for path in videos:
+        digest.update(f"{path.name}\0{sha256_file(path)}\n".encode())
+    captions = hashlib.sha256("\n".join(CAPTIONS).encode()).hexdigest()
+    return {"videos": len(videos), "videos_sha256": digest.hexdigest(), "captions_sha256": captions}
+
+
+@contextlib.contextmanager
+def _engine_staging(target: Path, *, overwrite: bool) -> Iterator[Path]:
+    """staging_dir for an engine directory: an old engine is moved aside, restored on failure."""
+    aside = target.with_name(f".{target.name}.old")
+    if target.exists():
+        if not overwrite:
+            raise VlrtError(f"{target}: already exists; pass --force to rebuild it")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(target, aside)
+    try:
+        with staging_dir(target, overwrite=False) as tmp:
+            yield tmp
+    except BaseException:
+        if aside.exists() and not target.exists():
+            os.replace(aside, target)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)

@@ -1,0 +1,74 @@
+"""Writing a bundle atomically: everything goes to a temporary sibling directory, which is
+renamed into place only when complete, so an interrupted export leaves no half bundle."""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from vlrt.errors import VlrtError
+from vlrt.runtime.bundle import BUNDLE_VERSION, MANIFEST, sha256_file
+
+
+@contextlib.contextmanager
+def staging_dir(target: Path, *, overwrite: bool) -> Iterator[Path]:
+    """A temp dir beside `target`; on success it replaces `target`, on failure it is removed."""
+    target = target.resolve()
+    if target.exists() and not overwrite:
+        raise VlrtError(f"{target}: already exists; pass --force to replace it")
+    if target.exists() and not (target / MANIFEST).is_file():
+        raise VlrtError(f"{target}: exists and is not a vlrt bundle; refusing to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        yield tmp
+        _replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    if not target.exists():
+        os.replace(tmp, target)
+        return
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def file_entries(root: Path) -> list[dict[str, Any]]:
+    return [{"name": p.name, "sha256": sha256_file(p), "bytes": p.stat().st_size}
+            for p in sorted(root.iterdir()) if p.is_file() and p.name != MANIFEST]
+
+
+def versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+
+    from vlrt import __version__
+
+    return {"vlrt": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    manifest = {
+        "bundle_version": BUNDLE_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **manifest,
+        "versions": versions(),
+        "files": file_entries(root),
+    }
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

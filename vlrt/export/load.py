@@ -1,0 +1,124 @@
+"""Load any supported checkpoint into the reference model, with every decision recorded.
+
+`load_checkpoint` reads the file safely, detects format, family and head, infers the geometry from
+tensor shapes, checks every tensor against the model, and resolves the settings that weights do
+not store (activation, max frames, max words) from flags, the format or the family's defaults.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlrt.errors import VlrtError
+from vlrt.export.formats import Converted, detect_format, get_format
+from vlrt.export.infer import check_shapes, infer_config
+from vlrt.export.read import read_checkpoint
+from vlrt.models import ModelConfig, VideoTextModel
+from vlrt.models.families import Family, get_family
+
+log = logging.getLogger("vlrt.export")
+
+
+@dataclasses.dataclass
+class LoadedCheckpoint:
+    model: VideoTextModel  # fp32, eval mode
+    format: str
+    family: Family
+    activation_source: str  # "format" | "config" | "flag" | "guess"
+    max_frames: int
+    max_words: int
+    sampling: dict[str, Any]
+    preprocessing: dict[str, Any]
+    source: Path
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+
+def unwrap(data: dict[str, Any]) -> dict[str, Any]:
+    """The state dict inside a training checkpoint, without a DataParallel 'module.' prefix."""
+    inner = next((data[k] for k in ("state_dict", "model") if isinstance(data.get(k), dict)), data)
+    tensors = [k for k, v in inner.items() if torch.is_tensor(v)]
+    if tensors and all(k.startswith("module.") for k in tensors):
+        inner = {k[len("module."):]: v for k, v in inner.items()}
+    return inner
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    format: str | None = None,
+    family: str | None = None,
+    activation: str | None = None,
+    max_frames: int | None = None,
+    max_words: int | None = None,
+    trust_pickle: bool = False,
+) -> LoadedCheckpoint:
+    raw = read_checkpoint(path, trust_pickle=trust_pickle)
+    sd = unwrap(raw.data)
+    fmt = get_format(format) if format else detect_format(raw, sd)
+    conv = fmt.convert(raw, sd)
+    warnings: list[str] = []
+    act, act_source = _resolve_activation(conv, activation, warnings, raw.path)
+    cfg = _model_config(conv, act)
+    fam = get_family(family or conv.family)
+    if cfg.head.type not in fam.heads:
+        raise VlrtError(f"family {fam.name!r} has no {cfg.head.type} head; pick one of its heads "
+                        f"{fam.heads} or another --family")
+    model = _build(cfg, conv.state_dict)
+    words = _resolve_words(max_words or conv.settings.get("max_words") or fam.max_words, cfg)
+    frames = max_frames or conv.settings.get("max_frames") or fam.max_frames
+    _check_frames(frames, cfg)
+    pre = fam.preprocessing(cfg.vision.image_size, **conv.preprocessing)
+    pre.update(conv.settings.get("preprocessing", {}))
+    sampling = dict(conv.settings.get("sampling", fam.sampling))
+    return LoadedCheckpoint(model, fmt.name, fam, act_source, frames, words, sampling, pre, raw.path, warnings)
+
+
+def _resolve_activation(conv: Converted, flag: str | None, warnings: list[str], path: Path) -> tuple[str, str]:
+    if flag:
+        if conv.activation and flag != conv.activation:
+            warnings.append(f"--activation {flag} overrides {conv.activation}, which the {conv.activation_source} states")
+        return flag, "flag"
+    if conv.activation:
+        return conv.activation, conv.activation_source
+    message = (f"{path}: the activation (GELU or QuickGELU) cannot be read from the weights; GUESSING "
+               "'gelu' (open_clip's default). A wrong guess silently changes every embedding: pass "
+               "--activation quick_gelu for OpenAI-trained weights or --activation gelu to silence this")
+    log.warning(message)
+    warnings.append(message)
+    return "gelu", "guess"
+
+
+def _model_config(conv: Converted, activation: str) -> ModelConfig:
+    if conv.config is not None:
+        return conv.config.replace(activation=activation)
+    return infer_config(conv.state_dict, activation=activation, vision_heads=conv.vision_heads,
+                        text_heads=conv.text_heads, layer_norm_eps=conv.layer_norm_eps)
+
+
+def _build(cfg: ModelConfig, state_dict: dict[str, torch.Tensor]) -> VideoTextModel:
+    check_shapes(cfg, state_dict)
+    model = VideoTextModel(cfg)
+    # Mixed fp16/fp32 checkpoints (OpenAI's release) become fp32: the reference is fp32.
+    model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
+    return model.eval()
+
+
+def _resolve_words(words: int | None, cfg: ModelConfig) -> int:
+    words = words or cfg.text.context_length
+    if not 3 <= words <= cfg.text.context_length:
+        raise VlrtError(f"--words {words} is outside 3..{cfg.text.context_length} (the text tower's context length)")
+    return words
+
+
+def _check_frames(frames: int, cfg: ModelConfig) -> None:
+    limit = cfg.head.max_positions if cfg.head.type == "seqTransf" else None
+    if frames < 1 or (limit is not None and frames > limit):
+        raise VlrtError(f"--frames {frames} is outside 1..{limit or 'any'} (the head's frame positions)")

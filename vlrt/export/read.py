@@ -1,0 +1,135 @@
+"""Reading checkpoint files into plain mappings, safely.
+
+Pickles load with `torch.load(weights_only=True)`; TorchScript archives through `torch.jit.load`
+(their code is TorchScript, not arbitrary Python); full unpickling only when the caller passes
+`trust_pickle=True`, because unpickling an untrusted file can run any code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import json
+import pickle
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlrt.errors import VlrtError
+
+SUPPORTED_FILES = (
+    "a PyTorch checkpoint (.pt/.pth/.bin, incl. CLIP4Clip pytorch_model.bin.N; also gzip-compressed, .gz)",
+    "a TorchScript archive (OpenAI CLIP release)",
+    "a .safetensors file",
+    "a Hugging Face CLIPModel directory (config.json + model.safetensors or pytorch_model.bin)",
+)
+
+
+@dataclasses.dataclass
+class RawCheckpoint:
+    path: Path
+    container: str  # "torchscript" | "pickle" | "safetensors" | "hf-dir"
+    data: dict[str, Any]  # what the file holds: a state dict or a wrapper around one
+    hf_config: dict[str, Any] | None = None
+    hf_preprocessor: dict[str, Any] | None = None
+
+
+def read_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> RawCheckpoint:
+    path = Path(path)
+    if not path.exists():
+        raise VlrtError(f"{path}: no such file or directory")
+    if path.is_dir():
+        return _read_hf_dir(path, trust_pickle=trust_pickle)
+    if path.stat().st_size == 0:
+        raise VlrtError(f"{path}: empty file")
+    if path.suffix == ".safetensors":
+        return RawCheckpoint(path, "safetensors", _read_safetensors(path))
+    if zipfile.is_zipfile(path) and _is_torchscript(path):
+        return RawCheckpoint(path, "torchscript", _read_torchscript(path))
+    if path.suffix == ".gz":  # a gzip-compressed torch.save file (vlrt ships its model this way)
+        return RawCheckpoint(path, "pickle", _read_pickle(path, trust_pickle=trust_pickle, gz=True))
+    return RawCheckpoint(path, "pickle", _read_pickle(path, trust_pickle=trust_pickle))
+
+
+def _is_torchscript(path: Path) -> bool:
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist())
+
+
+def _read_torchscript(path: Path) -> dict[str, Any]:
+    try:
+        with warnings.catch_warnings():
+            # torch 2.13 deprecates TorchScript, but OpenAI's released checkpoints are TorchScript.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as exc:
+        raise VlrtError(f"{path}: unreadable TorchScript archive (truncated or corrupt?): {_first_line(exc)}") from None
+    return dict(module.state_dict())
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise VlrtError(f"{path}: unreadable safetensors file (truncated or corrupt?): {_first_line(exc)}") from None
+
+
+def _read_pickle(path: Path, *, trust_pickle: bool, gz: bool = False) -> dict[str, Any]:
+    try:
+        source = io.BytesIO(gzip.decompress(path.read_bytes())) if gz else str(path)
+        data = torch.load(source, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise VlrtError(
+                f"{path}: holds Python objects that only full unpickling can load, and unpickling "
+                "can run arbitrary code; if you trust this file, pass --trust-pickle"
+            ) from None
+        raise VlrtError(f"{path}: not a checkpoint this tool reads ({_first_line(exc)}); "
+                        f"supported: {'; '.join(SUPPORTED_FILES)}") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:  # OSError covers bad gzip
+        raise VlrtError(f"{path}: unreadable checkpoint (truncated or corrupt?): {_first_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - garbage bytes make the unpickler fail in any way
+        # (IndexError, KeyError, struct.error, UnicodeDecodeError, ... seen on random input).
+        raise VlrtError(f"{path}: not a checkpoint this tool reads ({type(exc).__name__}: "
+                        f"{_first_line(exc)}); supported: {'; '.join(SUPPORTED_FILES)}") from None
+    if not isinstance(data, dict):
+        raise VlrtError(f"{path}: holds a {type(data).__name__}, not a state dict")
+    return data
+
+
+def _read_hf_dir(path: Path, *, trust_pickle: bool) -> RawCheckpoint:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise VlrtError(f"{path}: a directory without config.json; export a checkpoint file, "
+                        "or a Hugging Face model directory")
+    weights = [path / "model.safetensors", path / "pytorch_model.bin"]
+    found = next((w for w in weights if w.is_file()), None)
+    if found is None:
+        raise VlrtError(f"{path}: no model.safetensors or pytorch_model.bin beside config.json "
+                        "(sharded checkpoints are not supported yet)")
+    data = (_read_safetensors(found) if found.suffix == ".safetensors"
+            else _read_pickle(found, trust_pickle=trust_pickle))
+    preprocessor = path / "preprocessor_config.json"
+    return RawCheckpoint(
+        path, "hf-dir", data,
+        hf_config=_read_json(config_file),
+        hf_preprocessor=_read_json(preprocessor) if preprocessor.is_file() else None,
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise VlrtError(f"{path}: unreadable JSON: {exc}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

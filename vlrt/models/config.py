@@ -1,0 +1,109 @@
+"""Architecture hyperparameters as data.
+
+A `ModelConfig` is everything needed to build the reference PyTorch model; it is read from the
+JSON files in `configs/`, inferred from a checkpoint's tensor shapes, or read back from a bundle
+manifest. Code never hard-codes a geometry.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from importlib import resources
+from typing import Any, Literal
+
+from vlrt.errors import VlrtError
+
+Activation = Literal["quick_gelu", "gelu"]
+HeadType = Literal["meanP", "seqTransf", "seqLSTM"]
+ACTIVATIONS: tuple[str, ...] = ("quick_gelu", "gelu")
+HEAD_TYPES: tuple[str, ...] = ("meanP", "seqTransf", "seqLSTM")
+
+
+@dataclasses.dataclass(frozen=True)
+class VisionConfig:
+    image_size: int
+    patch_size: int
+    width: int
+    layers: int
+    heads: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConfig:
+    context_length: int
+    vocab_size: int
+    width: int
+    layers: int
+    heads: int
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadConfig:
+    """The temporal head that turns frame embeddings into one video embedding (CLIP4Clip)."""
+
+    type: HeadType = "meanP"
+    layers: int = 0  # seqTransf blocks
+    heads: int = 0  # seqTransf attention heads
+    max_positions: int = 0  # rows of the frame position table (seqTransf/seqLSTM)
+    # CLIP4Clip's temporal transformer uses a TF-style LayerNorm (eps 1e-12) and an additive
+    # key mask of -1e6 for padded frames; both differ from the CLIP towers.
+    layer_norm_eps: float = 1e-12
+    mask_value: float = -1e6
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    embed_dim: int
+    vision: VisionConfig
+    text: TextConfig
+    activation: Activation = "quick_gelu"
+    layer_norm_eps: float = 1e-5
+    head: HeadConfig = dataclasses.field(default_factory=HeadConfig)
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise VlrtError(f"unknown activation {self.activation!r}; expected one of {ACTIVATIONS}")
+        if self.head.type not in HEAD_TYPES:
+            raise VlrtError(f"unknown temporal head {self.head.type!r}; expected one of {HEAD_TYPES}")
+        for name, tower in (("vision", self.vision), ("text", self.text)):
+            if tower.width % tower.heads:
+                raise VlrtError(f"{name} width {tower.width} is not divisible by {tower.heads} heads")
+        if self.vision.image_size % self.vision.patch_size:
+            raise VlrtError(
+                f"image size {self.vision.image_size} is not a multiple of patch size {self.vision.patch_size}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        try:
+            return cls(
+                embed_dim=int(data["embed_dim"]),
+                vision=VisionConfig(**data["vision"]),
+                text=TextConfig(**data["text"]),
+                activation=data.get("activation", "quick_gelu"),
+                layer_norm_eps=float(data.get("layer_norm_eps", 1e-5)),
+                head=HeadConfig(**data.get("head", {})),
+            )
+        except (KeyError, TypeError) as exc:
+            raise VlrtError(f"malformed model config: {exc}") from None
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def list_configs() -> list[str]:
+    """Names of the bundled architecture configs (e.g. 'ViT-B-32')."""
+    files = resources.files("vlrt.models").joinpath("configs").iterdir()
+    return sorted(f.name[: -len(".json")] for f in files if f.name.endswith(".json"))
+
+
+def get_config(name: str) -> ModelConfig:
+    """A bundled architecture config by name; unknown names list the valid ones."""
+    names = list_configs()
+    if name not in names:
+        raise VlrtError(f"unknown model config {name!r}; available: {', '.join(names)}")
+    text = resources.files("vlrt.models").joinpath("configs", f"{name}.json").read_text()
+    return ModelConfig.from_dict(json.loads(text))

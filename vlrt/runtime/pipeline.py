@@ -1,0 +1,146 @@
+"""Videos -> model inputs -> embeddings, with decoding overlapping inference.
+
+Two units of work, each a plain callable a worker constructs once (so a batch engine can run
+them on other machines later):
+- `ClipLoader(manifest)`: one video path -> `Clip` (sampled, preprocessed frames + mask length);
+- `Runtime.encode_frames`: a batch of clips -> embeddings.
+`encode_stream` runs loaders on a thread pool (PyAV releases the GIL while decoding; one decode
+thread per video, parallel across videos) and feeds full batches to the encoder, with a bounded
+number of clips in flight so memory stays flat whatever the corpus size.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal
+
+import numpy as np
+
+from vlrt.errors import VlrtError
+from vlrt.runtime.preprocess import Preprocess
+from vlrt.runtime.sampling import SLICE_FRAMEPOS, clip4clip_indices, fixed_fps_indices, segment_middle_indices
+from vlrt.runtime.video import VideoInfo, probe, read_frames, read_frames_av
+
+Mode = Literal["exact", "fast"]
+
+
+@dataclasses.dataclass
+class Clip:
+    path: str
+    pixels: np.ndarray  # (T, 3, S, S) float32, T = max_frames, zero after n_frames
+    n_frames: int
+    indices: list[int]
+    info: VideoInfo
+
+    def row(self) -> dict[str, Any]:
+        """Metadata kept beside the embedding in an index."""
+        i = self.info
+        return {"path": self.path, "frames": self.indices, "num_frames": i.num_frames, "fps": round(i.fps, 4),
+                "duration": round(i.duration, 4), "width": i.width, "height": i.height, "codec": i.codec}
+
+
+def sample_indices(info: VideoInfo, sampling: dict[str, Any], max_frames: int) -> list[int]:
+    """Frame indices by the manifest's rule (the one the model was trained with)."""
+    rule = sampling.get("rule")
+    if info.num_frames <= 1:
+        return list(range(info.num_frames))
+    if rule == "clip4clip":
+        # Index-based, as CLIP4Clip's OpenCV extractor seeks by frame number.
+        return clip4clip_indices(info.num_frames, info.fps, max_frames=max_frames,
+                                 sample_fps=float(sampling.get("fps", 1.0)),
+                                 slice=SLICE_FRAMEPOS[int(sampling.get("slice_framepos", 2))])
+    if rule == "segment_middle":
+        return segment_middle_indices(info.num_frames, num_segments=max_frames)
+    if rule == "fps":
+        return fixed_fps_indices(info.timestamps, fps=float(sampling["fps"]), max_frames=max_frames)
+    raise VlrtError(f"unknown sampling rule {rule!r} in the manifest; known: clip4clip, segment_middle, fps")
+
+
+class ClipLoader:
+    """Decode, sample and preprocess one video as the bundle's manifest says."""
+
+    def __init__(self, manifest: dict[str, Any], *, mode: Mode = "exact") -> None:
+        self.pre = Preprocess.from_manifest(manifest["preprocessing"])
+        self.sampling = manifest["sampling"]
+        self.max_frames = int(manifest["max_frames"])
+        self.mode = mode
+
+    def __call__(self, path: str | os.PathLike) -> Clip:
+        path = str(path)
+        info = probe(path)
+        indices = sample_indices(info, self.sampling, self.max_frames)
+        if not indices:
+            raise VlrtError(f"{path}: no frames to sample")
+        size = self.pre.size
+        pixels = np.zeros((self.max_frames, 3, size, size), np.float32)  # (T, 3, S, S)
+        if self.mode == "fast" and info.rotation == 0:
+            # FFmpeg scales during its YUV -> RGB conversion: no full-size RGB frame is made.
+            for t, frame in enumerate(read_frames_av(path, indices, info=info)):
+                pixels[t] = self.pre.from_av_frame(frame, mode="fast")
+        else:  # exact mode, and rotated videos (turned upright before preprocessing)
+            for t, rgb in enumerate(read_frames(path, indices, info=info)):  # (H, W, 3) uint8
+                pixels[t] = self.pre.exact(rgb)
+        return Clip(path, pixels, len(indices), indices, info)
+
+
+@dataclasses.dataclass
+class Result:
+    path: str
+    embedding: np.ndarray | None = None  # (D,)
+    frames: np.ndarray | None = None  # (T, D)
+    clip: Clip | None = None
+    error: str | None = None
+
+
+def encode_stream(paths: Iterable[str], loader: Callable[[str], Clip], encode, *, batch_size: int = 8,
+                  workers: int = 2, in_flight: int | None = None) -> Iterator[Result]:
+    """Yield one Result per path, in input order; a bad video yields its error and the rest go on.
+
+    `encode(pixels (B, T, 3, S, S), mask (B, T))` returns (video (B, D), frames (B, T, D)).
+    """
+    in_flight = in_flight or max(2 * batch_size, 2 * workers)
+    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlrt-decode") as pool:
+        pending: deque[tuple[str, cf.Future]] = deque()
+        ready: list[Result] = []
+        source = iter(paths)
+        exhausted = False
+        while pending or not exhausted:
+            while not exhausted and len(pending) < in_flight:
+                path = next(source, None)
+                if path is None:
+                    exhausted = True
+                else:
+                    pending.append((str(path), pool.submit(loader, path)))
+            if pending:
+                ready.append(_collect(*pending.popleft()))
+            if len([r for r in ready if r.clip is not None]) >= batch_size or (exhausted and not pending):
+                yield from _encode_ready(ready, encode)
+                ready = []
+
+
+def _collect(path: str, future: cf.Future) -> Result:
+    try:
+        return Result(path, clip=future.result())
+    except VlrtError as exc:
+        return Result(path, error=str(exc))
+    except Exception as exc:  # a decoder crash on one file must not stop thousands of others
+        return Result(path, error=f"{path}: {type(exc).__name__}: {exc}")
+
+
+def _encode_ready(ready: list[Result], encode) -> list[Result]:
+    clips = [r.clip for r in ready if r.clip is not None]
+    if clips:
+        pixels = np.stack([c.pixels for c in clips])  # (B, T, 3, S, S)
+        mask = np.zeros(pixels.shape[:2], np.float32)  # (B, T)
+        for b, c in enumerate(clips):
+            mask[b, :c.n_frames] = 1.0
+        video, frames = encode(pixels, mask)
+        it = iter(zip(video, frames))
+        for r in ready:
+            if r.clip is not None:
+                r.embedding, r.frames = next(it)  # (D,), (T, D) zero after n_frames
+                r.clip.pixels = None  # drop the decoded frames as soon as they are encoded
+    return ready

@@ -1,0 +1,136 @@
+"""`vlrt.Runtime`: a loaded bundle that encodes texts and frames. Never imports torch."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from vlrt.errors import VlrtError
+from vlrt.runtime.backends.ort import OrtRunner, SessionFromOnnx, available_providers
+from vlrt.runtime.bundle import Bundle, Engine
+from vlrt.runtime.tokenizer import ClipTokenizer
+
+BackendName = Literal["ort-cpu", "ort-cuda"]
+BACKENDS: tuple[str, ...] = ("ort-cpu", "ort-cuda")
+Precision = Literal["fp32", "fp16", "int8"]
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+
+
+def resolve_backend(backend: str | None) -> str:
+    """None means the best backend available on this machine."""
+    if backend is None:
+        return "ort-cuda" if "CUDAExecutionProvider" in available_providers() else "ort-cpu"
+    if backend not in BACKENDS:
+        raise VlrtError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    return backend
+
+
+def check_precision(backend: str, precision: str | None) -> str:
+    """None means fp32 (the bundle's own graphs). fp16 is refused on the CPU backend."""
+    precision = precision or "fp32"
+    if precision not in PRECISIONS:
+        raise VlrtError(f"unknown precision {precision!r}; available: {', '.join(PRECISIONS)}")
+    if precision == "fp16" and backend == "ort-cpu":
+        raise VlrtError("fp16 is for GPU backends (ort-cuda, TensorRT): ONNX Runtime's CPU provider casts an fp16 "
+                        "graph back to fp32 and runs it no faster than fp32 (docs/build.md); on ort-cpu use "
+                        "--precision int8 (or fp32)")
+    return precision
+
+
+class Runtime:
+    def __init__(self, bundle: Bundle, *, backend: str, threads: int | None = None,
+                 engine: Engine | None = None) -> None:
+        self.bundle = bundle
+        self.backend = backend
+        self.engine = engine  # None: the bundle's own fp32 graphs
+        self.precision = engine.manifest["precision"] if engine else "fp32"
+        device = "cuda" if backend == "ort-cuda" else "cpu"
+        graphs = engine or bundle
+        self._runners = {
+            graph: OrtRunner(SessionFromOnnx(graphs.graph_path(graph), device=device, threads=threads))
+            for graph in ("video", "text")
+        }
+        tok = bundle.manifest["tokenizer"]
+        self.tokenizer = ClipTokenizer(bundle.path(tok["file"]))
+
+    @classmethod
+    def load(cls, path: str | Path, *, backend: BackendName | None = None, precision: Precision | None = None,
+             threads: int | None = None, engine: str | None = None) -> "Runtime":
+        """Open a bundle. With a precision other than fp32, use the engine `vlrt build` made for this
+        backend, precision and machine (the newest such build, or the one whose key is `engine`)."""
+        bundle = Bundle.open(path)
+        backend = resolve_backend(backend)
+        if precision is not None:
+            precision = check_precision(backend, precision)
+        if engine is None and precision in (None, "fp32"):
+            return cls(bundle, backend=backend, threads=threads)
+        found = bundle.engine(backend=backend, precision=precision, key=engine)  # None: the engine's own
+        check_precision(backend, found.manifest["precision"])
+        return cls(bundle, backend=backend, threads=threads, engine=found)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.bundle.embed_dim
+
+    def tokenize(self, texts: str | Sequence[str]) -> np.ndarray:
+        return self.tokenizer(texts, context_length=self.bundle.max_words)
+
+    def encode_text(self, texts: str | Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """Texts -> (N, D) float32 L2-normalised sentence embeddings."""
+        ids = self.tokenize(texts)  # (N, L)
+        outs = [self._runners["text"].infer({"input_ids": ids[i:i + batch_size]})["text_embeds"]
+                for i in range(0, len(ids), batch_size)]
+        return np.concatenate(outs) if outs else np.zeros((0, self.embed_dim), np.float32)
+
+    def encode_videos(self, paths: Sequence[str], *, batch_size: int = 8, workers: int = 2,
+                      mode: Literal["exact", "fast"] = "exact") -> np.ndarray:
+        """Video files -> (N, D) float32 L2-normalised embeddings, sampled and preprocessed as the
+        manifest says. A file that cannot be decoded raises VlrtError naming it; `vlrt embed`
+        skips such files instead."""
+        from vlrt.runtime.pipeline import ClipLoader, encode_stream
+
+        loader = ClipLoader(self.bundle.manifest, mode=mode)
+        out = np.zeros((len(paths), self.embed_dim), np.float32)
+        encode = lambda px, mask: self.encode_frames(px, mask, return_frames=True)  # noqa: E731
+        for i, result in enumerate(encode_stream(paths, loader, encode, batch_size=batch_size, workers=workers)):
+            if result.error:
+                raise VlrtError(result.error)
+            out[i] = result.embedding
+        return out
+
+    def encode_frames(self, pixels: np.ndarray, mask: np.ndarray | None = None, *,
+                      batch_size: int = 8, return_frames: bool = False):
+        """Preprocessed frames (N, T, 3, H, W) + optional (N, T) prefix mask -> (N, D) video embeddings.
+
+        With `return_frames=True` also the (N, T, D) per-frame embeddings (zero where masked).
+        """
+        pixels, mask = self._check_frames(pixels, mask)
+        videos, frames = [], []
+        for i in range(0, len(pixels), batch_size):
+            out = self._runners["video"].infer({"pixels": pixels[i:i + batch_size],
+                                                "frame_mask": mask[i:i + batch_size]})
+            videos.append(out["video_embeds"])
+            frames.append(out["frame_embeds"])
+        video = np.concatenate(videos) if videos else np.zeros((0, self.embed_dim), np.float32)
+        if return_frames:
+            return video, (np.concatenate(frames) if frames else np.zeros((0, pixels.shape[1], self.embed_dim), np.float32))
+        return video
+
+    def _check_frames(self, pixels: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+        size = self.bundle.image_size
+        if pixels.ndim != 5 or pixels.shape[2:] != (3, size, size):
+            raise VlrtError(f"pixels must have shape (N, T, 3, {size}, {size}); got {pixels.shape}")
+        limit = self.bundle.manifest["model"]["head"].get("max_positions") or None
+        if self.bundle.manifest["head"] == "seqTransf" and pixels.shape[1] > limit:
+            raise VlrtError(f"{pixels.shape[1]} frames per video, the seqTransf head has {limit} positions")
+        if mask is None:
+            return pixels, np.ones(pixels.shape[:2], np.float32)
+        mask = np.ascontiguousarray(mask, dtype=np.float32)
+        if mask.shape != pixels.shape[:2]:
+            raise VlrtError(f"mask must have shape {pixels.shape[:2]} (N, T); got {mask.shape}")
+        if not np.isin(mask, (0.0, 1.0)).all() or (np.diff(mask, axis=1) > 0).any() or (mask[:, 0] == 0).any():
+            raise VlrtError("mask must be a prefix mask per video: 1 for the first n >= 1 frames, 0 after")
+        return pixels, mask

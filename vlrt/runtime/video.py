@@ -1,0 +1,375 @@
+"""Exact frame access with PyAV: `probe` a file, then `read_frames` by index.
+
+An index is a position in presentation order. `probe` scans the packets once (demux only, no
+decode) and sorts their presentation times, so index -> pts is exact for B-frames, edit lists,
+VFR and streams that start late; the container's own frame count is never trusted. It also
+decodes the first frame, which proves the file decodes and gives the display rotation.
+
+`read_frames` seeks to the keyframe at or before each wanted frame and decodes forward, matching
+decoded frames to indices by pts. It seeks only when that is cheaper than decoding on from where
+the decoder is. Frames come out rotated as players show them: PyAV does not apply the display
+matrix, so its rotation is read from the frame and applied with `np.rot90`.
+
+Each video gets one decode thread: callers decode many videos in parallel, and FFmpeg's own
+threads would only compete with them.
+"""
+from __future__ import annotations
+
+import bisect
+import operator
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Literal
+
+import numpy as np
+
+from vlrt.errors import VlrtError
+
+MAX_SIDE = 16384  # larger claimed sizes are corrupt or hostile files: refuse before decoding
+OPEN_TIMEOUT_S = 30.0  # FFmpeg's I/O interrupt: a stalled (network) read fails instead of hanging
+PixelFormat = Literal["rgb24", "bgr24"]
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What `probe` learnt about a file's video stream. Times are in seconds."""
+
+    path: str
+    width: int  # as displayed, after rotation
+    height: int
+    rotation: int  # 0/90/180/270: clockwise turn applied to decoded frames to show them upright
+    codec: str
+    num_frames: int  # frames that decode (packet scan, leading undecodable frames removed)
+    fps: float  # the stream's average rate (0.0 when unknown)
+    start_time: float  # pts of the first frame
+    duration: float  # last pts - first pts + one frame (1 / fps)
+    timestamps: tuple[float, ...]  # every frame's pts, in presentation order
+    keyframes: tuple[int, ...]  # indices of keyframes, in presentation order
+    stream_index: int = field(default=0, repr=False)
+    time_base: Fraction = field(default=Fraction(1), repr=False)
+    pts: tuple[int, ...] = field(default=(), repr=False)  # exact pts in `time_base` units
+    keyframe_dts: tuple[int, ...] = field(default=(), repr=False)  # per keyframe, <= its pts
+    timed: bool = field(default=True, repr=False)  # False: no timestamps, frames are counted
+
+
+@dataclass
+class DecodeStats:
+    """Counters a caller may pass to `read_frames` to see what a request cost."""
+
+    frames_decoded: int = 0  # frames the decoder produced, wanted or not
+    packets_skipped: int = 0  # non-reference packets not decoded because no wanted frame is in them
+    seeks: int = 0
+
+
+def _av() -> Any:
+    try:
+        import av
+    except ImportError:
+        raise VlrtError("reading video files needs PyAV: pip install 'av>=14'") from None
+    return av
+
+
+def _check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise VlrtError(f"{path}: no such file")
+    if not os.path.isfile(path):
+        raise VlrtError(f"{path}: not a regular file")
+    if os.path.getsize(path) == 0:
+        raise VlrtError(f"{path}: file is empty (0 bytes)")
+
+
+def _open(path: str) -> Any:
+    av = _av()
+    try:
+        return av.open(path, timeout=OPEN_TIMEOUT_S)
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise VlrtError(f"{path}: cannot open as a video or image ({e})") from None
+
+
+def _video_stream(container: Any, path: str) -> Any:
+    """The stream FFmpeg picks by default (av_find_best_stream), skipping cover art."""
+    av = _av()
+    streams = [s for s in container.streams.video
+               if not s.disposition & av.stream.Disposition.attached_pic]
+    if not streams:
+        raise VlrtError(f"{path}: no video stream")
+    best = container.streams.best("video")
+    if best is None or best not in streams:
+        best = max(streams, key=lambda s: s.codec_context.width * s.codec_context.height)
+    cc = best.codec_context
+    if not (0 < cc.width <= MAX_SIDE and 0 < cc.height <= MAX_SIDE):
+        raise VlrtError(f"{path}: claimed frame size {cc.width}x{cc.height} is outside 1..{MAX_SIDE}")
+    cc.thread_count = 1
+    return best
+
+
+def _decode_packet(stream: Any, packet: Any) -> list[Any]:
+    """Decode one packet (None flushes); a corrupt packet gives no frames instead of an error."""
+    av = _av()
+    try:
+        return stream.codec_context.decode(packet)
+    except av.FFmpegError:
+        return []
+
+
+def _packets(container: Any, stream: Any) -> Iterator[Any]:
+    """The stream's packets with data; a read error (a truncated file) ends the stream."""
+    av = _av()
+    try:
+        for packet in container.demux(stream):
+            if packet.size:
+                yield packet
+    except av.FFmpegError:
+        return
+
+
+def _rotation(frame: Any, stream: Any) -> int:
+    """Clockwise degrees a player turns this frame, to the nearest quarter turn.
+
+    The display matrix (PyAV: counter-clockwise degrees) wins; the legacy `rotate` tag (clockwise)
+    is a fallback. Mirroring in the matrix is not applied.
+    """
+    ccw = frame.rotation or 0
+    if not ccw:
+        try:
+            return round(float(stream.metadata.get("rotate", 0)) / 90) * 90 % 360
+        except ValueError:
+            return 0
+    return -round(ccw / 90) * 90 % 360
+
+
+def _packet_time(packet: Any) -> int | None:
+    return packet.pts if packet.pts is not None else packet.dts
+
+
+def _scan(container: Any, stream: Any) -> tuple[list[int], dict[int, int], Any]:
+    """One demux pass: every packet's pts, keyframes' pts -> dts, and the first decoded frame."""
+    pts: list[int] = []
+    key: dict[int, int] = {}
+    first = None
+    for packet in _packets(container, stream):
+        if first is None:  # discarded packets too: later frames may reference them
+            first = next(iter(_decode_packet(stream, packet)), None)
+        t = _packet_time(packet)
+        if t is None or packet.is_discard:  # unplaceable, or outside the edit list
+            continue
+        pts.append(t)
+        if packet.is_keyframe:
+            key[t] = min(t, packet.dts if packet.dts is not None else t)
+    if first is None:
+        first = next(iter(_decode_packet(stream, None)), None)
+    return pts, key, first
+
+
+def _count_decoded(path: str, stream_index: int) -> int:
+    """Frames a full decode gives: the only count an untimed (elementary) stream has."""
+    with _open(path) as container:
+        stream = container.streams[stream_index]
+        stream.codec_context.thread_count = 1
+        n = sum(len(_decode_packet(stream, p)) for p in _packets(container, stream))
+        return n + len(_decode_packet(stream, None))
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Read a video's (or still image's) timing, size and rotation. Raises VlrtError naming the
+    file when it is missing, empty, unreadable, has no video stream or no decodable frame.
+
+    Costs one demux pass and one decoded frame; a stream without timestamps (a raw .h264 file)
+    is decoded in full to count its frames, and is then read without seeking.
+    """
+    path = os.fspath(path)
+    _check_file(path)
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        pts, key_pts, first = _scan(container, stream)
+        if first is None:
+            raise VlrtError(f"{path}: no frame of the {stream.codec_context.name} stream decodes")
+        rate = stream.average_rate or stream.guessed_rate
+        if pts:
+            timing = _timing(pts, key_pts, first, stream.time_base or Fraction(1))
+        else:
+            n = _count_decoded(path, stream.index)
+            timing = tuple(range(n)), (0,), (0,), (1 / Fraction(rate) if rate else Fraction(1)), False
+        return _info(path, stream, first, float(rate or 0), *timing)
+
+
+def _timing(pts: list[int], key_pts: dict[int, int], first: Any, time_base: Fraction) -> tuple:
+    """(pts, keyframes, keyframe_dts, time_base, timed) from the packet scan."""
+    # Frames before the first one that decodes (a stream cut mid-GOP, open-GOP leading frames)
+    # are not part of the video.
+    start = first.pts if first.pts is not None else min(pts)
+    pts = sorted({t for t in pts if t >= start})
+    keyframes = tuple(i for i, t in enumerate(pts) if t in key_pts) or (0,)
+    return tuple(pts), keyframes, tuple(key_pts.get(pts[k], pts[k]) for k in keyframes), time_base, True
+
+
+def _info(path: str, stream: Any, first: Any, fps: float, pts: tuple[int, ...],
+          keyframes: tuple[int, ...], keyframe_dts: tuple[int, ...], tb: Fraction,
+          timed: bool) -> VideoInfo:
+    rotation = _rotation(first, stream)
+    w, h = (first.height, first.width) if rotation % 180 else (first.width, first.height)
+    if not (0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE):
+        raise VlrtError(f"{path}: decoded frame size {w}x{h} is outside 1..{MAX_SIDE}")
+    seconds = tuple(float(t * tb) for t in pts)
+    return VideoInfo(
+        path=path, width=w, height=h, rotation=rotation, codec=stream.codec_context.name,
+        num_frames=len(pts), fps=fps, start_time=seconds[0],
+        duration=seconds[-1] - seconds[0] + (1 / fps if fps > 0 else 0.0), timestamps=seconds,
+        keyframes=keyframes, stream_index=stream.index, time_base=tb, pts=pts,
+        keyframe_dts=keyframe_dts, timed=timed)
+
+
+class _Cursor:
+    """A decoder positioned in one file: hands out wanted frames in increasing index order."""
+
+    def __init__(self, container: Any, info: VideoInfo, wanted: list[int], stats: DecodeStats):
+        self.container, self.info, self.stats = container, info, stats
+        self.stream = container.streams[info.stream_index]
+        self.stream.codec_context.thread_count = 1
+        self.index_of = {t: i for i, t in enumerate(info.pts)}
+        self.wanted_pts = {info.pts[i] for i in wanted}
+        self.pos = -1  # index of the last frame decoded (-1: before the first)
+        self.seek_floor: int | None = None  # after a seek: the keyframe the decoder must start at
+        self.key_dts = dict(zip(info.keyframes, info.keyframe_dts))
+        self.by_dts = False  # seek to keyframes' dts: set once seeking by pts overshoots
+        self.frames = self._decode()
+
+    def _decode(self) -> Iterator[Any]:
+        for packet in _packets(self.container, self.stream):
+            # A non-reference frame nobody wants needs no decoding: no other frame depends on it.
+            if packet.is_disposable and _packet_time(packet) not in self.wanted_pts:
+                self.stats.packets_skipped += 1
+                continue
+            yield from _decode_packet(self.stream, packet)
+        yield from _decode_packet(self.stream, None)
+
+    def _keyframe_at_or_before(self, index: int) -> int:
+        k = bisect.bisect_right(self.info.keyframes, index) - 1
+        return self.info.keyframes[k] if k >= 0 else 0
+
+    def _seek(self, key: int, index: int) -> None:
+        """Seek so that decoding starts at keyframe `key` (or earlier) to reach frame `index`.
+
+        Demuxers turn a pts into a keyframe differently: MP4 searches dts + a constant shift,
+        Matroska keyframe pts, MPEG-TS dts, roughly. Aiming at the wanted frame's own pts lands
+        on its keyframe or an earlier one for the first two; where it lands later, `_next` sees
+        it and the cursor seeks to keyframes' dts from then on.
+        """
+        pts = self.info.pts
+        target = self.key_dts.get(key, pts[key]) if self.by_dts else pts[index]
+        self.container.seek(target, backward=True, stream=self.stream)  # also flushes the decoder
+        self.stats.seeks += 1
+        self.frames, self.pos, self.seek_floor = self._decode(), -1, key
+
+    def _seek_earlier(self, index: int) -> None:
+        """The last seek landed after its keyframe: seek by dts, then to earlier keyframes."""
+        key = self.seek_floor
+        if not self.by_dts:
+            self.by_dts = True
+        else:
+            k = bisect.bisect_left(self.info.keyframes, key) - 1
+            if k < 0:
+                raise VlrtError(f"{self.info.path}: seeking cannot reach keyframe {key}")
+            key = self.info.keyframes[k]
+        self._seek(key, index)
+
+    def get(self, index: int) -> Any:
+        key = self._keyframe_at_or_before(index)
+        if self.pos < key - 1:  # decoding on from pos costs more than starting at the keyframe
+            self._seek(key, index)
+        while (frame := self._next(index)) is None:
+            self._seek_earlier(index)
+        return frame
+
+    def _next(self, index: int) -> Any:
+        """Decode on to frame `index`; None when a seek overshot the keyframe it aimed at."""
+        for frame in self.frames:
+            self.stats.frames_decoded += 1
+            # Untimed streams are never seeked: the decoder's output order is the index.
+            i = self.index_of.get(frame.pts) if self.info.timed else self.pos + 1
+            if i is None:
+                continue
+            if self.seek_floor is not None:
+                if i > self.seek_floor:
+                    return None
+                self.seek_floor = None
+            self.pos = i
+            if i == index:
+                return frame
+            if i > index:
+                break
+        else:
+            if self.seek_floor is not None:  # nothing decoded after the seek: it overshot too
+                return None
+        raise VlrtError(f"{self.info.path}: frame {index} of {self.info.num_frames} did not decode")
+
+
+def _wanted(info: VideoInfo, indices: Sequence[int]) -> list[int]:
+    out = []
+    for i in indices:
+        try:
+            i = operator.index(i)
+        except TypeError:
+            raise VlrtError(f"{info.path}: frame index {i!r} is not an integer") from None
+        if not 0 <= i < info.num_frames:
+            raise VlrtError(f"{info.path}: frame index {i} is outside 0..{info.num_frames - 1}")
+        out.append(i)
+    return out
+
+
+def _iter_frames(path: str, indices: Sequence[int], info: VideoInfo | None,
+                 stats: DecodeStats | None) -> Iterator[tuple[int, Any]]:
+    """(index, av.VideoFrame) for each distinct requested index, in increasing index order."""
+    path = os.fspath(path)
+    info = info if info is not None else probe(path)
+    wanted = sorted(set(_wanted(info, indices)))
+    if not wanted:
+        return
+    _check_file(path)
+    with _open(path) as container:
+        cursor = _Cursor(container, info, wanted, stats if stats is not None else DecodeStats())
+        for i in wanted:
+            yield i, cursor.get(i)
+
+
+def rotate(array: np.ndarray, rotation: int) -> np.ndarray:
+    """Turn an (H, W, ...) frame clockwise by `rotation` degrees (a VideoInfo's), contiguous."""
+    if rotation % 360 == 0:
+        return array
+    return np.ascontiguousarray(np.rot90(array, k=-(rotation // 90)))
+
+
+def read_frames(path: str | os.PathLike, indices: Sequence[int], *, info: VideoInfo | None = None,
+                format: PixelFormat = "rgb24", stats: DecodeStats | None = None) -> list[np.ndarray]:
+    """The frames at `indices` (presentation order; any order, repeats allowed) as (H, W, 3) uint8
+    arrays, upright as players show them, exactly as a sequential decode gives them.
+
+    Pass the `probe` result as `info` to skip probing again; `stats` counts the decoding done.
+    """
+    if format not in ("rgb24", "bgr24"):
+        raise VlrtError(f"format must be 'rgb24' or 'bgr24', got {format!r}")
+    path, indices = os.fspath(path), list(indices)
+    info = info if info is not None else probe(path)
+    arrays = {i: rotate(f.to_ndarray(format=format), info.rotation)  # (H, W, 3)
+              for i, f in _iter_frames(path, indices, info, stats)}
+    out, seen = [], set()
+    for i in indices:
+        i = int(i)
+        out.append(arrays[i] if i not in seen else arrays[i].copy())
+        seen.add(i)
+    return out
+
+
+def read_frames_av(path: str | os.PathLike, indices: Sequence[int], *, info: VideoInfo | None = None,
+                   stats: DecodeStats | None = None) -> list[Any]:
+    """Like `read_frames`, but the decoded `av.VideoFrame`s, NOT rotated: convert them yourself
+    (e.g. `frame.reformat(width=w, height=h, format="rgb24", interpolation="BICUBIC")`, letting
+    FFmpeg scale during colour conversion), then `rotate(array, info.rotation)`. At 90/270 the
+    stored frame is info.height wide and info.width high: scale to the turned size, then turn.
+    """
+    path, indices = os.fspath(path), list(indices)
+    info = info if info is not None else probe(path)
+    frames = dict(_iter_frames(path, indices, info, stats))
+    return [frames[int(i)] for i in indices]
