@@ -36,3 +36,29 @@ def test_bench_reports_disagreement_with_another_model(default_bundle, tmp_path)
                               tmp_path / "other", max_frames=8).bundle
     out = bench(default_bundle, "--reference", other, "--videos", 20, "--cache", tmp_path / "clips")
     assert out["top1_agreement_t2v"] < 50  # a random model ranks differently
+
+
+def test_speed_table_of_every_configuration(default_bundle, tmp_path):
+    """`--speed` on the embedded model: every configuration timed in one run, engines built on
+    the way, ratios and FLOPs consistent, quality columns filled, JSON/markdown/plot written."""
+    out = bench(default_bundle, "--speed", "--token-merge", "2", "--skip-similar", "1", "--quality", "--videos", 12, "--e2e-videos", 4,
+                "--repeats", 1, "--warmup", 1, "--cache", tmp_path / "clips", "-o", tmp_path / "speed")
+    rows = {r["name"]: r for r in out["rows"]}
+    assert list(rows) == ["eager PyTorch fp32", "ORT fp32, plain export", "ORT fp32 + fused attention", "int8 dynamic",
+                          "int8 dynamic + fused attention", "int8 dynamic + fused + token merge 2",
+                          "int8 dynamic + fused + skip similar 1"]
+    skip = rows.pop("int8 dynamic + fused + skip similar 1")  # not an encoder speed: fewer frames reach it
+    assert "frames_per_s" not in skip and 0 < skip["e2e_frames"]["encoded"] <= skip["e2e_frames"]["sampled"]
+    assert skip["quality"]["top1_agreement_t2v"] >= 75
+    plain = rows["ORT fp32, plain export"]
+    assert plain["vs_plain_ort"] == 1.0 and plain["min_cos_video_vs_plain"] > 0.99999
+    for r in rows.values():
+        assert r["frames_per_s"] > 0 and r["e2e_videos_per_s"] > 0
+        assert r["vs_eager"] == pytest.approx(r["frames_per_s"] / rows["eager PyTorch fp32"]["frames_per_s"])
+    for name in ("ORT fp32 + fused attention", "int8 dynamic", "int8 dynamic + fused attention"):
+        assert rows[name]["min_cos_video_vs_plain"] > 0.99 and rows[name]["quality"]["top1_agreement_t2v"] >= 90
+    merged = rows["int8 dynamic + fused + token merge 2"]
+    assert merged["gflops_per_frame"] < plain["gflops_per_frame"]  # 17 tokens -> 9 over 4 blocks
+    assert set(out["matmul_ceiling_gflop_s"]) == {"fp32", "int8 (u8 x s8)"}
+    assert (tmp_path / "speed.json").is_file() and (tmp_path / "speed.png").stat().st_size > 1000
+    assert "| int8 dynamic + fused + token merge 2 |" in (tmp_path / "speed.md").read_text()

@@ -1,11 +1,18 @@
-"""Retrieval quality of a bundle on vlrt's synthetic test set (the yardstick for optimizations).
+"""Retrieval quality of a bundle on vlrt's synthetic test set (the yardstick for optimizations);
+with --speed, the speed of every build configuration side by side.
 
 Embeds the held-out synthetic test clips (H.264, written once into --cache) with the bundle and
 reports text->video and video->text Recall@1/5/10 and median rank. With --reference (another
 bundle of the same model, normally its fp32 export) it also reports the top-1 agreement of the
 two rankings and the per-video embedding cosine between them: what an optimization costs users.
-Meaningful for models trained on vlrt's synthetic videos (the embedded default); speed columns
-join this table with `vlrt build`.
+Meaningful for models trained on vlrt's synthetic videos (the embedded default).
+
+--speed builds (or reuses) the engines of each configuration and measures, in one run: encoder
+frames/s, x plain ORT export, x eager PyTorch, GFLOP/s vs this machine's matmul ceiling, min
+cosine vs the plain export, end-to-end videos/s on the test clips (or --videos-dir), and, with
+--quality, Recall@1/5 and top-1 agreement per configuration. Configurations: eager PyTorch fp32,
+plain ORT export, fp32 + fused attention, int8 dynamic, int8 dynamic + fused attention (the
+default engine), and each --token-merge R. -o writes JSON, markdown (.md) and a plot (.png).
 """
 from __future__ import annotations
 
@@ -33,6 +40,22 @@ def register(sub) -> None:
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
                    help="measure the engine `vlrt build` made for this precision (default: fp32, the bundle's graphs)")
     p.add_argument("--engine", metavar="KEY", help="measure this built engine (a key under BUNDLE/engines/)")
+    speed = p.add_argument_group("speed (--speed)")
+    speed.add_argument("--speed", action="store_true", help="measure every build configuration's speed")
+    speed.add_argument("--token-merge", type=int, action="append", default=[], metavar="R",
+                       help="also measure int8 + token merging R per block (repeatable)")
+    speed.add_argument("--skip-similar", type=float, action="append", default=[], metavar="LEVELS",
+                       help="also measure int8 + frame skipping at this threshold (end-to-end and quality; repeatable)")
+    speed.add_argument("--quality", action="store_true", help="add retrieval columns (synthetic test clips)")
+    speed.add_argument("--checkpoint", help="PyTorch checkpoint for the eager baseline (default: the bundle's source)")
+    speed.add_argument("--videos-dir", help="videos for the end-to-end column (default: the synthetic test clips)")
+    speed.add_argument("--e2e-videos", type=int, default=32, help="videos for the end-to-end column (default 32)")
+    speed.add_argument("--batch", type=int, default=2, help="videos per encoder batch (default 2)")
+    speed.add_argument("--frames", type=int, help="frames per video (default: the bundle's max frames)")
+    speed.add_argument("--threads", type=int, default=os.cpu_count(), help="threads (default: all cores)")
+    speed.add_argument("--repeats", type=int, default=7)
+    speed.add_argument("--warmup", type=int, default=2)
+    speed.add_argument("-o", "--out", help="write OUT.json, OUT.md and OUT.png")
     add_json(p)
     p.set_defaults(func=run)
 
@@ -51,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     from vlrt.cli.demo import write_gallery
     from vlrt.metrics import recall_report, top1_agreement
 
+    if args.speed:
+        return run_speed(args)
     paths, scenes = write_gallery(Path(args.cache), args.videos)
     videos, scores = measure(args.bundle, paths, scenes, args.backend, args.precision, args.engine)
     out = {"bundle": args.bundle, "precision": args.precision or "fp32", "engine": args.engine,
@@ -75,4 +100,43 @@ def run(args: argparse.Namespace) -> int:
     if args.reference:
         print(f"  vs {args.reference}: top-1 agreement t2v {out['top1_agreement_t2v']:.2f}%, "
               f"v2t {out['top1_agreement_v2t']:.2f}%, min video cosine {out['min_video_cosine']:.6f}")
+    return 0
+
+
+def run_speed(args: argparse.Namespace) -> int:
+    import json
+
+    from vlrt.cli.common import Stages
+    from vlrt.cli.demo import write_gallery
+    from vlrt.runtime.bundle import Bundle
+    from vlrt.speed import default_configs, markdown, plot
+    from vlrt.speed import run_speed as measure_speed
+
+    bundle = Bundle.open(args.bundle)
+    if args.videos_dir:
+        folder = Path(args.videos_dir)
+        videos = sorted(str(p) for p in folder.iterdir() if p.is_file())[: args.e2e_videos]
+        if not videos:
+            raise VlrtError(f"--videos-dir {folder}: no files")
+    else:
+        videos = write_gallery(Path(args.cache), args.e2e_videos)[0]
+    quality = None
+    if args.quality:
+        paths, scenes = write_gallery(Path(args.cache), args.videos)
+        quality = (paths, [s.caption for s in scenes])
+    result = measure_speed(args.bundle, configs=default_configs(args.token_merge, args.skip_similar), threads=args.threads,
+                           batch=args.batch, frames=args.frames or bundle.max_frames, warmup=args.warmup,
+                           repeats=args.repeats, videos=videos, checkpoint=args.checkpoint, quality=quality,
+                           progress=Stages())
+    table = markdown(result, f"Speed of {args.bundle}")
+    if args.out:
+        out = Path(args.out).with_suffix("")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+        out.with_suffix(".md").write_text(table)
+        plot([(str(args.bundle), result)], out.with_suffix(".png"))
+    if args.json:
+        print_json(result)
+    else:
+        print(table)
     return 0

@@ -11,7 +11,20 @@ precisions:
          videos; the form TensorRT consumes; default on ort-cuda)
   fp16   (default on ort-cuda) fp16 graph with LayerNorm, Softmax and the embedding tail in fp32;
          refused on ort-cpu, whose fp16 kernels are mostly casts
-  fp32   the bundle's own graphs; nothing to build
+  fp32   the bundle's own graphs; nothing to build unless a structural pass applies (ort-cpu:
+         attention fusion; any backend: --token-merge); tensorrt: a plan built from them
+
+structural passes (run before the precision pass):
+  attention fusion   ort-cpu (on by default, except with static int8): each attention subgraph of
+                     the vision and text towers becomes ONNX Runtime's fused Attention op
+                     (QAttention under dynamic int8); --no-fuse-attention keeps the plain graph
+  --token-merge R    opt-in, lossy: merge R tokens per vision block (ToMe-style), proportional
+                     attention after; `Runtime.load(..., token_merge=R)` and `vlrt bench
+                     --token-merge R` select such an engine, nothing picks it by default
+
+--backend tensorrt (needs vlrt[tensorrt] and an NVIDIA GPU) builds TensorRT plans from the same
+graphs: fp16 (default) from the fp16 graph, int8 from symmetric Q/DQ (--calib DIR), fp32; the
+key then also holds the TensorRT version and the GPU. See docs/tensorrt.md.
 
 Every build is checked against the bundle's fp32 graphs: the min cosine per embedding must be
 >= 0.99, or nothing is written (--no-gate keeps it and records the gate as skipped).
@@ -26,7 +39,8 @@ from vlrt.cli.common import Stages, add_json, print_json, subcommand
 def register(sub) -> None:
     p = subcommand(sub, "build", __doc__)
     p.add_argument("bundle", help="bundle directory made by `vlrt export`")
-    p.add_argument("--backend", choices=["ort-cpu", "ort-cuda"], help="default: the best available")
+    p.add_argument("--backend", choices=["ort-cpu", "ort-cuda", "tensorrt"],
+                   help="default: the best ONNX Runtime backend available; tensorrt: docs/tensorrt.md")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
                    help="default: int8 on ort-cpu, fp16 on ort-cuda")
     p.add_argument("--int8-mode", choices=["dynamic", "static"],
@@ -35,6 +49,13 @@ def register(sub) -> None:
     p.add_argument("--no-gate", action="store_true",
                    help="keep an engine below the cosine gate (recorded as skipped)")
     p.add_argument("--force", action="store_true", help="rebuild even if this engine exists")
+    p.add_argument("--plugin", action="append", default=[], metavar="LIB",
+                   help="TensorRT plugin library to load (repeatable; --backend tensorrt only)")
+    p.add_argument("--token-merge", type=int, default=0, metavar="R",
+                   help="merge R tokens per vision block (default 0: off; lossy, see above)")
+    p.add_argument("--fuse-attention", action=argparse.BooleanOptionalAction, default=None,
+                   help="fuse attention into ONNX Runtime's Attention op (default: on for ort-cpu fp32 and "
+                        "dynamic int8)")
     add_json(p)
     p.set_defaults(func=run)
 
@@ -43,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     from vlrt.export.build import build_engine
 
     result = build_engine(args.bundle, backend=args.backend, precision=args.precision, int8_mode=args.int8_mode,
-                          calib=args.calib, overwrite=args.force, gate=not args.no_gate, progress=Stages())
+                          calib=args.calib, overwrite=args.force, gate=not args.no_gate, progress=Stages(),
+                          plugins=args.plugin, token_merge=args.token_merge, fuse_attention=args.fuse_attention)
     m = result.manifest
     if args.json:
         print_json({"engine": str(result.engine_dir) if result.engine_dir else None, "key": result.key,
@@ -56,11 +78,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     verb = "reused" if result.reused else "built"
     print(f"{result.engine_dir}: {verb} {m['precision']} engine for {m['backend']} (key {result.key})")
-    for name, graph in m["graphs"].items():
+    for graph in m["graphs"].values():
         p = graph["pass"]
-        changed = ", ".join(f"{k} {v}" for k, v in p["changed"].items())
-        print(f"  {name}.onnx  {graph['bytes'] / 1e6:.1f} MB  {p['name']}: {changed}; "
-              f"kept fp32: {p['kept_fp32']} nodes")
+        steps = [*graph.get("passes", []), p]
+        changed = "; ".join(f"{q['name']}: " + ", ".join(f"{k} {v}" for k, v in q["changed"].items()) for q in steps)
+        print(f"  {graph['file']}  {graph['bytes'] / 1e6:.1f} MB  {changed}; kept fp32: {p['kept_fp32']} nodes")
     v = m["validation"]
     print(f"  vs fp32: min cos {v['min_cosine']:.6f} (gate {v['threshold']}: {v['gate']})  "
           + "  ".join(f"{k} {o['min_cosine']:.6f}" for k, o in v["per_output"].items()))

@@ -30,6 +30,14 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=["exact", "fast"], default="exact",
                    help="preprocessing: exact (CLIP's PIL pipeline) or fast (resize inside FFmpeg)")
     p.add_argument("--keep-frames", action="store_true", help="also store per-frame embeddings")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                   help="run the engine `vlrt build` made for this precision (default: fp32, the bundle's graphs)")
+    p.add_argument("--engine", metavar="KEY", help="run this built engine (a key under BUNDLE/engines/)")
+    p.add_argument("--token-merge", type=int, default=0, metavar="R",
+                   help="run the engine built with --token-merge R (opt-in, lossy)")
+    p.add_argument("--skip-similar", type=float, metavar="LEVELS",
+                   help="encode a sampled frame within LEVELS (mean abs. difference, of 255) of the last encoded "
+                        "frame of its video once; e.g. 1.0 for static shots (default: off)")
     p.add_argument("--shard-size", type=int, default=64, help="videos per shard file (default 64)")
     add_json(p)
     p.set_defaults(func=run)
@@ -62,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     from vlrt.runtime.bundle import MANIFEST, sha256_file
     from vlrt.runtime.runtime import Runtime
 
-    rt = Runtime.load(args.bundle, backend=args.backend)
+    rt = Runtime.load(args.bundle, backend=args.backend, precision=args.precision, engine=args.engine,
+                      token_merge=args.token_merge, skip_similar=args.skip_similar)
     writer = IndexWriter(args.output, bundle=Path(args.bundle), embed_dim=rt.embed_dim,
                          manifest_sha256=sha256_file(Path(args.bundle) / MANIFEST))
     paths = expand_paths(args.paths)
@@ -92,12 +101,18 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     summary = {"index": args.output, "embedded": embedded, "already_indexed": len(paths) - len(todo),
                "failed": failures, "total_in_index": total, "seconds": round(seconds, 3),
-               "videos_per_s": round(embedded / seconds, 3) if seconds > 0 else None}
+               "videos_per_s": round(embedded / seconds, 3) if seconds > 0 else None,
+               "engine": rt.engine.key if rt.engine else None}
+    if rt.skip_stats is not None:
+        summary["frames"] = {"sampled": rt.skip_stats.frames, "encoded": rt.skip_stats.encoded}
     if args.json:
         print_json(summary)
     else:
         print(f"{args.output}: embedded {embedded} videos in {seconds:.1f}s ({summary['videos_per_s']} videos/s), "
               f"{summary['already_indexed']} already indexed, {len(failures)} failed; {total} in the index")
+        if rt.skip_stats is not None:
+            print(f"  frames: {rt.skip_stats.frames} sampled, {rt.skip_stats.encoded} encoded "
+                  f"({rt.skip_stats.skipped} similar to an earlier frame of their video)")
     if failures and not embedded and not done:
         raise VlrtError(f"every one of {len(failures)} files failed; first: {failures[0]['error']}")
     return 0

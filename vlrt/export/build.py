@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +34,7 @@ from vlrt.runtime.bundle import (
     Bundle,
     Engine,
     engine_key,
+    engine_machine,
     machine_fingerprint,
     sha256_file,
 )
@@ -65,8 +66,10 @@ class _Plan:
     backend: str
     precision: str
     options: dict[str, Any]
-    passes: dict[str, Any]  # graph name -> pass object
+    passes: dict[str, Any]  # graph name -> precision pass object
     calibration: list[Path]
+    # graph name -> structural passes (token merging, attention fusion), run in order before the precision pass
+    graph_passes: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
 
 
 def build_engine(
@@ -79,6 +82,9 @@ def build_engine(
     overwrite: bool = False,
     gate: bool = True,
     progress: Callable[[str], None] = lambda message: None,
+    plugins: Sequence[str | Path] = (),
+    token_merge: int = 0,
+    fuse_attention: bool | None = None,
 ) -> BuildResult:
     """Build (or reuse) the engine for these settings on this machine; raises VlrtError when the
     built graphs fail the cosine gate (unless `gate=False`, which records it as skipped).
@@ -86,9 +92,11 @@ def build_engine(
     None means the default: the best backend here; int8 on ort-cpu and fp16 on ort-cuda; dynamic
     int8 on ort-cpu and static (Q/DQ) on ort-cuda.
     """
+    backend = resolve_backend(backend)  # a backend whose packages are missing fails before any work
     bundle = Bundle.open(bundle_dir)
-    plan = plan_build(bundle, backend=backend, precision=precision, int8_mode=int8_mode, calib=calib)
-    if plan.precision == "fp32":
+    plan = plan_build(bundle, backend=backend, precision=precision, int8_mode=int8_mode, calib=calib, plugins=plugins,
+                      token_merge=token_merge, fuse_attention=fuse_attention)
+    if plan.precision == "fp32" and plan.backend != "tensorrt" and not plan.graph_passes:
         return BuildResult(None, None, {"backend": plan.backend, "precision": "fp32",
                                         "note": "fp32 runs the bundle's own graphs; nothing to build"}, False, {})
     manifest = _key_fields(bundle, plan)
@@ -104,12 +112,14 @@ def build_engine(
     seconds: dict[str, float] = {}
     with _engine_staging(target, overwrite=overwrite) as tmp:
         graphs = _run_passes(bundle, plan, tmp, seconds, progress)
+        if plan.backend == "tensorrt":
+            graphs = _build_tensorrt_plans(bundle, plan, tmp, graphs, seconds, progress)
         t0 = time.perf_counter()
         progress("validating against the bundle's fp32 graphs")
         validation = validate_engine(bundle, {g: tmp / entry["file"] for g, entry in graphs.items()})
         seconds["validate"] = time.perf_counter() - t0
         validation["gate"] = _gate(validation, enabled=gate)
-        if plan.precision == "fp16":
+        if plan.precision == "fp16" and plan.backend != "tensorrt":  # TensorRT's gate runs the plan itself
             validation["note"] = FP16_NOTE
         manifest = {"engine_version": ENGINE_VERSION, "key": key,
                     "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
@@ -121,11 +131,49 @@ def build_engine(
 
 
 def plan_build(bundle: Bundle, *, backend: str | None, precision: str | None, int8_mode: str | None,
-               calib: str | Path | None) -> _Plan:
-    """Resolve the defaults and refuse contradictory settings, before any work is done."""
+               calib: str | Path | None, plugins: Sequence[str | Path] = (), token_merge: int = 0,
+               fuse_attention: bool | None = None) -> _Plan:
+    """Resolve the defaults and refuse contradictory settings, before any work is done.
+
+    Structural passes come first: token merging (video graph, any backend, opt-in) and attention
+    fusion (ort-cpu; on by default except with static Q/DQ int8, whose quantizer cannot quantize
+    the fused node's q/k/v projection). fp32 with a structural pass builds an engine too.
+    """
+    from vlrt.export.passes import FuseAttention, TokenMerge
+    from vlrt.export.passes.tome import vision_tokens
+
+    plan = _plan_precision(bundle, backend=backend, precision=precision, int8_mode=int8_mode, calib=calib,
+                           plugins=plugins)
+    if token_merge < 0:
+        raise VlrtError(f"--token-merge {token_merge}: must be >= 0 (tokens merged per vision block)")
+    static = plan.precision == "int8" and plan.options.get("mode") == "static"
+    if fuse_attention and (plan.backend != "ort-cpu" or static):
+        raise VlrtError("--fuse-attention makes ONNX Runtime CPU's Attention op: it applies to --backend ort-cpu "
+                        "with fp32 or dynamic int8 (TensorRT fuses attention itself; static Q/DQ cannot quantize "
+                        "the fused node)")
+    fuse = fuse_attention if fuse_attention is not None else (plan.backend == "ort-cpu" and not static)
+    structural: dict[str, list[Any]] = {g: [] for g in GRAPHS}
+    if token_merge:
+        structural["video"].append(TokenMerge(r=token_merge, tokens=vision_tokens(bundle.manifest)))
+    if fuse:
+        for graph in GRAPHS:
+            structural[graph].append(FuseAttention())
+    plan.graph_passes = {g: p for g, p in structural.items() if p}
+    if plan.graph_passes:
+        plan.options = {**plan.options, "graph_passes": {g: [{"name": p.name, **p.options()} for p in passes]
+                                                         for g, passes in plan.graph_passes.items()}}
+    return plan
+
+
+def _plan_precision(bundle: Bundle, *, backend: str | None, precision: str | None, int8_mode: str | None,
+                    calib: str | Path | None, plugins: Sequence[str | Path] = ()) -> _Plan:
     from vlrt.export.passes import DynamicInt8, Fp16Graph, StaticInt8QDQ
 
     backend = resolve_backend(backend)
+    if backend == "tensorrt":
+        return _plan_tensorrt(precision, int8_mode, calib, plugins)
+    if plugins:
+        raise VlrtError("--plugin loads TensorRT plugin libraries: it applies to --backend tensorrt only")
     precision = check_precision(backend, precision or ("fp16" if backend == "ort-cuda" else "int8"))
     if int8_mode is not None and precision != "int8":
         raise VlrtError(f"--int8-mode {int8_mode} applies to --precision int8, not {precision}")
@@ -175,7 +223,7 @@ def validate_engine(bundle: Bundle, graphs: dict[str, Path]) -> dict[str, Any]:
     feeds = validation_inputs(stand_in, frames=bundle.max_frames, words=bundle.max_words)
     per_output: dict[str, dict[str, float]] = {}
     for name, path in graphs.items():
-        with OrtRunner(SessionFromOnnx(bundle.graph_path(name))) as ref, OrtRunner(SessionFromOnnx(path)) as opt:
+        with OrtRunner(SessionFromOnnx(bundle.graph_path(name))) as ref, _runner_for(path) as opt:
             expected, got = ref.infer(feeds[name]), opt.infer(feeds[name])
         for out_name, value in expected.items():
             per_output[out_name] = compare(value, got[out_name])
@@ -199,18 +247,35 @@ def _gate(validation: dict[str, Any], *, enabled: bool) -> str:
 def _run_passes(bundle: Bundle, plan: _Plan, out: Path, seconds: dict[str, float],
                 progress: Callable[[str], None]) -> dict[str, dict[str, Any]]:
     graphs = {}
-    for name, graph_pass in plan.passes.items():
+    for name in GRAPHS:
         t0 = time.perf_counter()
-        progress(f"{graph_pass.name}: {name} graph")
         src, dst = bundle.graph_path(name), out / f"{name}.onnx"
-        if plan.calibration:
-            report = graph_pass.apply(src, dst, _calibration_reader(bundle, name, plan.calibration))
-        else:
-            report = graph_pass.apply(src, dst)
+        chain = [*plan.graph_passes.get(name, []), *([plan.passes[name]] if name in plan.passes else [])]
+        reports = []
+        for i, graph_pass in enumerate(chain):
+            progress(f"{graph_pass.name}: {name} graph")
+            step = dst if i == len(chain) - 1 else out / f".{name}.step{i}.onnx"
+            if graph_pass is plan.passes.get(name) and plan.calibration:
+                reports.append(graph_pass.apply(src, step, _calibration_reader(bundle, name, plan.calibration)))
+            else:
+                reports.append(graph_pass.apply(src, step))
+            if src.parent == out:
+                src.unlink()
+            src = step
+        if not chain:  # this graph is unchanged: the bundle's own, linked (or copied) beside the others
+            _link_or_copy(src, dst)
         seconds[name] = time.perf_counter() - t0
         graphs[name] = {"file": dst.name, "sha256": sha256_file(dst), "bytes": dst.stat().st_size,
-                        "pass": report.to_dict()}
+                        "pass": reports[-1].to_dict() if reports else {"name": "none", "changed": {}, "kept_fp32": 0},
+                        "passes": [r.to_dict() for r in reports[:-1]]}
     return graphs
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def _calibration_reader(bundle: Bundle, graph: str, videos: list[Path]):
@@ -231,8 +296,9 @@ def _key_fields(bundle: Bundle, plan: _Plan) -> dict[str, Any]:
 
     return {"backend": plan.backend, "precision": plan.precision, "options": plan.options,
             "source": {"manifest_sha256": bundle.manifest_sha256},
-            "versions": {"vlrt": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
-            "machine": machine_fingerprint()}
+            "versions": {"vlrt": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+                         **_backend_versions(plan.backend)},
+            "machine": engine_machine(plan.backend)}
 
 
 def _needs_reduce_range(machine: dict[str, Any]) -> bool:
@@ -268,3 +334,92 @@ def _engine_staging(target: Path, *, overwrite: bool) -> Iterator[Path]:
             os.replace(aside, target)
         raise
     shutil.rmtree(aside, ignore_errors=True)
+
+
+# --- TensorRT (vlrt/runtime/backends/trt, docs/tensorrt.md) --------------------------------------
+
+def _plan_tensorrt(precision: str | None, int8_mode: str | None, calib: str | Path | None,
+                   plugins: Sequence[str | Path]) -> _Plan:
+    """TensorRT builds strongly typed networks, so the ONNX graph decides the precision: FP16 from
+    the fp16 graph (the default), INT8 from symmetric Q/DQ calibrated on --calib videos, fp32
+    from the bundle's own graph. There is no dynamic int8 for TensorRT."""
+    from vlrt.export.passes import Fp16Graph, StaticInt8QDQ
+    from vlrt.runtime.backends.trt import MAX_BATCH, OPT_BATCH
+
+    precision = check_precision("tensorrt", precision or "fp16")
+    if int8_mode is not None and precision != "int8":
+        raise VlrtError(f"--int8-mode {int8_mode} applies to --precision int8, not {precision}")
+    if int8_mode not in (None, "static"):
+        raise VlrtError("TensorRT builds INT8 only from Q/DQ graphs: use --int8-mode static (its default) "
+                        "with --calib DIR")
+    if calib is not None and precision != "int8":
+        raise VlrtError("--calib is used only by --precision int8 --int8-mode static")
+    options = {"max_batch": dict(MAX_BATCH), "opt_batch": dict(OPT_BATCH), "tf32": False,
+               "plugins": [{"path": str(Path(p).resolve()), "sha256": _plugin_sha256(Path(p))} for p in plugins]}
+    if precision == "fp32":  # the bundle's own graphs, placed beside their plans by _run_passes
+        return _Plan("tensorrt", precision, {"pass": "none", **options}, {}, [])
+    if precision == "fp16":
+        return _Plan("tensorrt", precision, {"pass": "fp16", **options}, {g: Fp16Graph() for g in GRAPHS}, [])
+    if calib is None:
+        raise VlrtError("TensorRT INT8 comes from a calibrated Q/DQ graph: pass --calib DIR, a folder of videos "
+                        "like the ones you will embed")
+    videos = calibration_videos(Path(calib))
+    quant = StaticInt8QDQ(symmetric=True)
+    options = {**quant.options(), "calibration": _calibration_id(videos), **options}
+    return _Plan("tensorrt", precision, options, {g: quant for g in GRAPHS}, videos)
+
+
+def _build_tensorrt_plans(bundle: Bundle, plan: _Plan, out: Path, graphs: dict[str, dict[str, Any]],
+                          seconds: dict[str, float], progress: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """Build a plan from each passed graph; a graph's entry becomes its plan, listing its ONNX."""
+    from vlrt.runtime.backends.trt import build_plan, profile_shapes
+
+    cache = _timing_cache_path(bundle)
+    built = {}
+    for name, entry in graphs.items():
+        t0 = time.perf_counter()
+        progress(f"TensorRT: building the {plan.precision} {name} plan")
+        profiles = profile_shapes(bundle.manifest, name, max_batch=plan.options["max_batch"][name],
+                                  opt_batch=plan.options["opt_batch"][name])
+        plan_file = out / f"{name}.plan"
+        info = build_plan(out / entry["file"], plan_file, profiles=profiles, precision=plan.precision,
+                          timing_cache=cache, plugin_libraries=[p["path"] for p in plan.options["plugins"]],
+                          progress=progress)
+        seconds[f"{name} plan"] = time.perf_counter() - t0
+        source = {k: entry.pop(k) for k in ("file", "sha256", "bytes")}  # the ONNX graph; the pass reports stay
+        built[name] = {"file": plan_file.name, "sha256": sha256_file(plan_file), "bytes": plan_file.stat().st_size,
+                       "onnx": source, **entry, "tensorrt": info}
+    return built
+
+
+def _timing_cache_path(bundle: Bundle) -> Path:
+    """One timing cache per TensorRT version and GPU, shared by every build of the bundle."""
+    from vlrt.runtime.backends.trt import gpu_fingerprint, tensorrt_version
+
+    gpu = gpu_fingerprint()
+    name = "-".join(["tensorrt", tensorrt_version(), gpu["name"], "sm" + gpu["compute_capability"]])
+    safe = "".join(c if c.isalnum() or c in ".-" else "_" for c in name)
+    return bundle.root / ENGINES / ".timing-cache" / f"{safe}.cache"
+
+
+def _runner_for(path: Path):
+    """The gate runs what will run: ONNX graphs on ORT CPU, TensorRT plans on the GPU."""
+    if path.suffix == ".plan":
+        from vlrt.runtime.backends.trt import PlanFromFile, TrtRunner
+
+        return TrtRunner(PlanFromFile(path))  # plugin libraries were loaded by the build, in this process
+    return OrtRunner(SessionFromOnnx(path))
+
+
+def _backend_versions(backend: str) -> dict[str, str]:
+    if backend != "tensorrt":
+        return {}
+    from vlrt.runtime.backends.trt import tensorrt_version
+
+    return {"tensorrt": tensorrt_version()}
+
+
+def _plugin_sha256(path: Path) -> str:
+    if not path.is_file():
+        raise VlrtError(f"--plugin {path}: no such file")
+    return sha256_file(path)

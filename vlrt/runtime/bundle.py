@@ -5,7 +5,8 @@ sha256 differs from the manifest's is refused.
 
 Built engines (`vlrt build`) live inside the bundle, one directory per build under
 `engines/<key>/` with their own `engine.json`. An engine is used only by the backend, precision,
-bundle manifest, onnxruntime version and machine it was built for.
+bundle manifest, onnxruntime version and machine it was built for; a TensorRT engine also only
+by the TensorRT version and GPU (name, compute capability) it was built with.
 """
 from __future__ import annotations
 
@@ -100,21 +101,29 @@ class Bundle:
     def manifest_sha256(self) -> str:
         return sha256_file(self.root / MANIFEST)
 
-    def engine(self, *, backend: str, precision: str | None = None, key: str | None = None) -> "Engine":
-        """The newest engine built for this bundle, backend, precision (None: any), onnxruntime and
-        machine; with `key`, that engine, if it fits."""
+    def engine(self, *, backend: str, precision: str | None = None, key: str | None = None,
+               token_merge: int = 0) -> "Engine":
+        """The newest engine built for this bundle, backend, precision (None: any), token merging
+        (0: none; merging is lossy, so only an explicit request gets it), onnxruntime and machine;
+        with `key`, that engine, if it fits."""
         import onnxruntime
 
         target = {"backend": backend, "precision": precision, "source_manifest_sha256": self.manifest_sha256,
-                  "onnxruntime": onnxruntime.__version__, "machine": machine_fingerprint()}
+                  "onnxruntime": onnxruntime.__version__, "tensorrt": _tensorrt_version(backend),
+                  "machine": engine_machine(backend), "token_merge": token_merge}
         found = [e for e in _engines(self.root) if key in (None, e.key)]
-        matching = [e for e in found if e.target() == {**target, "precision": precision or e.manifest.get("precision")}]
+        # an explicit key may name a token-merged engine; without one, token merging must be asked for
+        want = lambda e: {**target, "precision": precision or e.manifest.get("precision"),  # noqa: E731
+                          "token_merge": token_merge_of(e.manifest) if key else token_merge}
+        matching = [e for e in found if e.target() == want(e)]
         if key is not None and found and not matching:
-            differ = [k for k, v in found[0].target().items() if v != {**target, "precision": precision or v}[k]]
+            differ = [k for k, v in found[0].target().items() if v != want(found[0])[k]]
             raise VlrtError(f"{self.root}: engine {key} ({found[0].manifest.get('backend')}, "
                             f"{found[0].manifest.get('precision')}) does not fit here (different {', '.join(differ)})")
         if not matching:
-            raise VlrtError(_no_engine_message(self.root, backend, precision or "int8", key, stale=len(found)))
+            default = "fp16" if backend == "tensorrt" else "int8"
+            raise VlrtError(_no_engine_message(self.root, backend, precision or default, key, stale=len(found),
+                                               token_merge=token_merge))
         engine = max(matching, key=lambda e: e.manifest.get("created", ""))
         engine.verify()
         return engine
@@ -135,7 +144,9 @@ class Engine:
         m = self.manifest
         return {"backend": m.get("backend"), "precision": m.get("precision"),
                 "source_manifest_sha256": m.get("source", {}).get("manifest_sha256"),
-                "onnxruntime": m.get("versions", {}).get("onnxruntime"), "machine": m.get("machine")}
+                "onnxruntime": m.get("versions", {}).get("onnxruntime"),
+                "tensorrt": m.get("versions", {}).get("tensorrt"), "machine": m.get("machine"),
+                "token_merge": token_merge_of(m)}
 
     def graph_path(self, graph: str) -> Path:
         try:
@@ -147,12 +158,20 @@ class Engine:
         if engine_key(self.manifest) != self.key:
             raise VlrtError(f"{self.root / ENGINE_MANIFEST}: its recorded build inputs do not hash to its key "
                             f"{self.key}; the engine was modified, rebuild it with `vlrt build ... --force`")
-        for graph, entry in self.manifest["graphs"].items():
+        # A TensorRT graph entry is its plan, and lists the ONNX graph it was built from under "onnx".
+        files = [e for g in self.manifest["graphs"].values() for e in (g, g.get("onnx")) if e]
+        for entry in files:
             path = self.root / entry["file"]
             actual = sha256_file(path) if path.is_file() else "missing"
             if actual != entry["sha256"]:
                 raise VlrtError(f"{path}: sha256 {actual[:16]}... does not match engine.json's {entry['sha256'][:16]}...; "
                                 f"the engine was modified or corrupted, rebuild it with `vlrt build ... --force`")
+
+
+def token_merge_of(manifest: dict[str, Any]) -> int:
+    """Tokens merged per vision block by an engine (0: none)."""
+    passes = manifest.get("options", {}).get("graph_passes", {}).get("video", [])
+    return next((p["token_merge"] for p in passes if p.get("name") == "token-merge"), 0)
 
 
 def engine_key(manifest: dict[str, Any]) -> str:
@@ -177,6 +196,24 @@ def machine_fingerprint() -> dict[str, Any]:
     return {"arch": platform.machine(), "cpu": model, "isa": [f for f in ISA_FLAGS if f in flags]}
 
 
+def engine_machine(backend: str) -> dict[str, Any]:
+    """The machine an engine for `backend` is keyed by: the CPU, and for TensorRT also the GPU."""
+    machine = machine_fingerprint()
+    if backend == "tensorrt":
+        from vlrt.runtime.backends.trt import gpu_fingerprint
+
+        machine = {**machine, "gpu": gpu_fingerprint()}
+    return machine
+
+
+def _tensorrt_version(backend: str) -> str | None:
+    if backend != "tensorrt":
+        return None
+    from vlrt.runtime.backends.trt import tensorrt_version
+
+    return tensorrt_version()
+
+
 def _engines(root: Path) -> list[Engine]:
     out = []
     for path in sorted((root / ENGINES).glob(f"[!.]*/{ENGINE_MANIFEST}")):
@@ -189,9 +226,11 @@ def _engines(root: Path) -> list[Engine]:
     return out
 
 
-def _no_engine_message(root: Path, backend: str, precision: str, key: str | None, *, stale: int) -> str:
-    what = f"engine {key}" if key else f"{precision} engine for {backend}"
+def _no_engine_message(root: Path, backend: str, precision: str, key: str | None, *, stale: int,
+                       token_merge: int = 0) -> str:
+    merge = f" --token-merge {token_merge}" if token_merge else ""
+    what = f"engine {key}" if key else f"{precision} engine for {backend}" + (f" with{merge}" if merge else "")
     note = (f" ({stale} engine(s) under {ENGINES}/ were built for other settings, another bundle export, "
             "onnxruntime version or machine)") if stale else ""
     return (f"{root}: no {what} built on this machine{note}; build one with "
-            f"`vlrt build {root} --backend {backend} --precision {precision}`")
+            f"`vlrt build {root} --backend {backend} --precision {precision}{merge}`")

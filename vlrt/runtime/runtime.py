@@ -12,18 +12,24 @@ from vlrt.runtime.backends.ort import OrtRunner, SessionFromOnnx, available_prov
 from vlrt.runtime.bundle import Bundle, Engine
 from vlrt.runtime.tokenizer import ClipTokenizer
 
-BackendName = Literal["ort-cpu", "ort-cuda"]
-BACKENDS: tuple[str, ...] = ("ort-cpu", "ort-cuda")
+BackendName = Literal["ort-cpu", "ort-cuda", "tensorrt"]
+BACKENDS: tuple[str, ...] = ("ort-cpu", "ort-cuda", "tensorrt")
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 
 
 def resolve_backend(backend: str | None) -> str:
-    """None means the best backend available on this machine."""
+    """None means the best ONNX Runtime backend available on this machine (tensorrt is asked for
+    by name: it runs only engines that `vlrt build --backend tensorrt` made). Asking for tensorrt
+    where its packages are missing fails here, before any work."""
     if backend is None:
         return "ort-cuda" if "CUDAExecutionProvider" in available_providers() else "ort-cpu"
     if backend not in BACKENDS:
         raise VlrtError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    if backend == "tensorrt":
+        from vlrt.runtime.backends.trt import require_tensorrt
+
+        require_tensorrt()
     return backend
 
 
@@ -41,34 +47,46 @@ def check_precision(backend: str, precision: str | None) -> str:
 
 class Runtime:
     def __init__(self, bundle: Bundle, *, backend: str, threads: int | None = None,
-                 engine: Engine | None = None) -> None:
+                 engine: Engine | None = None, skip_similar: float | None = None) -> None:
         self.bundle = bundle
         self.backend = backend
         self.engine = engine  # None: the bundle's own fp32 graphs
         self.precision = engine.manifest["precision"] if engine else "fp32"
         device = "cuda" if backend == "ort-cuda" else "cpu"
         graphs = engine or bundle
-        self._runners = {
-            graph: OrtRunner(SessionFromOnnx(graphs.graph_path(graph), device=device, threads=threads))
-            for graph in ("video", "text")
-        }
+        if backend == "tensorrt":
+            self._runners = _trt_runners(engine)
+        else:
+            self._runners = {
+                graph: OrtRunner(SessionFromOnnx(graphs.graph_path(graph), device=device, threads=threads))
+                for graph in ("video", "text")
+            }
         tok = bundle.manifest["tokenizer"]
         self.tokenizer = ClipTokenizer(bundle.path(tok["file"]))
+        self.skip_similar = skip_similar
+        self.skip_stats = None
+        if skip_similar is not None:
+            self._split_video(graphs, device, threads)
 
     @classmethod
     def load(cls, path: str | Path, *, backend: BackendName | None = None, precision: Precision | None = None,
-             threads: int | None = None, engine: str | None = None) -> "Runtime":
-        """Open a bundle. With a precision other than fp32, use the engine `vlrt build` made for this
-        backend, precision and machine (the newest such build, or the one whose key is `engine`)."""
+             threads: int | None = None, engine: str | None = None, token_merge: int = 0,
+             skip_similar: float | None = None) -> "Runtime":
+        """Open a bundle. With a precision other than fp32, or with token merging, use the engine
+        `vlrt build` made for this backend, precision, token merging and machine (the newest such
+        build, or the one whose key is `engine`).
+        `skip_similar=T` encodes a sampled frame that differs from the last encoded frame of its
+        video by at most T levels of 255 (mean absolute difference) once (vlrt/runtime/frameskip.py).
+        backend="tensorrt" always runs an engine (its plans), of any precision when none is given."""
         bundle = Bundle.open(path)
         backend = resolve_backend(backend)
         if precision is not None:
             precision = check_precision(backend, precision)
-        if engine is None and precision in (None, "fp32"):
-            return cls(bundle, backend=backend, threads=threads)
-        found = bundle.engine(backend=backend, precision=precision, key=engine)  # None: the engine's own
+        if engine is None and precision in (None, "fp32") and backend != "tensorrt" and not token_merge:
+            return cls(bundle, backend=backend, threads=threads, skip_similar=skip_similar)  # TensorRT: always an engine
+        found = bundle.engine(backend=backend, precision=precision, key=engine, token_merge=token_merge)
         check_precision(backend, found.manifest["precision"])
-        return cls(bundle, backend=backend, threads=threads, engine=found)
+        return cls(bundle, backend=backend, threads=threads, engine=found, skip_similar=skip_similar)
 
     @property
     def embed_dim(self) -> int:
@@ -109,14 +127,48 @@ class Runtime:
         pixels, mask = self._check_frames(pixels, mask)
         videos, frames = [], []
         for i in range(0, len(pixels), batch_size):
-            out = self._runners["video"].infer({"pixels": pixels[i:i + batch_size],
-                                                "frame_mask": mask[i:i + batch_size]})
+            infer = self._runners["video"].infer if self.skip_similar is None else self._infer_skipping
+            out = infer({"pixels": pixels[i:i + batch_size], "frame_mask": mask[i:i + batch_size]})
             videos.append(out["video_embeds"])
             frames.append(out["frame_embeds"])
         video = np.concatenate(videos) if videos else np.zeros((0, self.embed_dim), np.float32)
         if return_frames:
             return video, (np.concatenate(frames) if frames else np.zeros((0, pixels.shape[1], self.embed_dim), np.float32))
         return video
+
+    def _split_video(self, graphs: Bundle | Engine, device: str, threads: int | None) -> None:
+        from vlrt.runtime.frameskip import SkipStats, features_name, split_video_graph
+
+        if self.backend == "tensorrt":
+            raise VlrtError("frame skipping runs on the ONNX Runtime backends; the TensorRT plans are not split")
+        if self.skip_similar < 0:
+            raise VlrtError(f"skip_similar={self.skip_similar}: a mean absolute difference in levels, >= 0")
+        path = graphs.graph_path("video")
+        tower, head = split_video_graph(path, _graph_sha256(graphs, path))
+        self._features = features_name(tower)
+        self._runners["video_frames"] = OrtRunner(SessionFromOnnx(tower, device=device, threads=threads))
+        self._runners["video_head"] = OrtRunner(SessionFromOnnx(head, device=device, threads=threads))
+        self.skip_stats = SkipStats()
+
+    def _infer_skipping(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The video graph in two parts, the tower on each video's representative frames only."""
+        from vlrt.runtime.frameskip import representatives
+
+        pixels, mask = feeds["pixels"], feeds["frame_mask"]
+        n, t = mask.shape
+        rep = representatives(pixels, mask, self.skip_similar, self.bundle.manifest["preprocessing"]["std"])
+        unique = np.unique(rep[rep >= 0])
+        flat = pixels.reshape(n * t, *pixels.shape[2:])
+        encoded = self._runners["video_frames"].infer({"pixels": flat[unique][None]})[self._features][0]  # (U, D)
+        features = np.zeros((n * t, encoded.shape[-1]), np.float32)
+        # padded frames take their video's first frame: the head masks them, but its per-frame
+        # normalisation must not see zeros (0/0)
+        first = (np.arange(n) * t)[:, None]
+        slot = np.searchsorted(unique, np.where(rep >= 0, rep, first))  # position of each representative
+        features[:] = encoded[slot.reshape(-1)]
+        self.skip_stats.frames += int(mask.sum())
+        self.skip_stats.encoded += len(unique)
+        return self._runners["video_head"].infer({self._features: features.reshape(n, t, -1), "frame_mask": mask})
 
     def _check_frames(self, pixels: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
@@ -134,3 +186,20 @@ class Runtime:
         if not np.isin(mask, (0.0, 1.0)).all() or (np.diff(mask, axis=1) > 0).any() or (mask[:, 0] == 0).any():
             raise VlrtError("mask must be a prefix mask per video: 1 for the first n >= 1 frames, 0 after")
         return pixels, mask
+
+
+def _graph_sha256(graphs: Bundle | Engine, path: Path) -> str:
+    """The recorded sha256 of the video graph (checked when the bundle or engine was opened)."""
+    if isinstance(graphs, Engine):
+        return graphs.manifest["graphs"]["video"]["sha256"]
+    return next(e["sha256"] for e in graphs.manifest["files"] if e["name"] == path.name)
+
+
+def _trt_runners(engine: Engine | None) -> dict:
+    """TensorRT runners for an engine's plans, with the plugin libraries it was built with."""
+    from vlrt.runtime.backends.trt import PlanFromFile, TrtRunner
+
+    if engine is None:
+        raise VlrtError("the tensorrt backend runs engines built by `vlrt build --backend tensorrt`; none was given")
+    plugins = engine.manifest.get("options", {}).get("plugins", [])
+    return {graph: TrtRunner(PlanFromFile(engine.graph_path(graph), plugins=plugins)) for graph in ("video", "text")}

@@ -3,6 +3,8 @@
     fp16.Fp16Graph       fp16 graph for GPU backends; LayerNorm, Softmax and the embedding tail stay fp32
     int8.DynamicInt8     MatMul weights int8 per channel, activations quantized on the fly (ORT CPU)
     int8.StaticInt8QDQ   calibrated Q/DQ graph (ORT CPU; the form TensorRT consumes)
+    tome.TokenMerge      token merging in the vision tower (structural; runs before a precision pass)
+    attention.FuseAttention  attention subgraphs -> ONNX Runtime's fused Attention op (structural)
 
 Every pass keeps the same two parts of a CLIP graph in fp32, found by the matchers below, and
 returns a `PassReport` saying what it changed and what it kept.
@@ -106,7 +108,9 @@ def count_ops(model: onnx.ModelProto, names: set[str]) -> dict[str, int]:
 
 
 # Imported last: these modules use the shared matchers above.
+from vlrt.export.passes.attention import FuseAttention
 from vlrt.export.passes.fp16 import Fp16Graph
+from vlrt.export.passes.tome import TokenMerge
 from vlrt.export.passes.int8 import CAPTIONS, CaptionCalibration, DynamicInt8, FrameCalibration, StaticInt8QDQ
 
 __all__ = [
@@ -115,8 +119,10 @@ __all__ = [
     "DynamicInt8",
     "EmbeddingTail",
     "Fp16Graph",
+    "FuseAttention",
     "FrameCalibration",
     "PassReport",
     "PatchEmbedding",
     "StaticInt8QDQ",
+    "TokenMerge",
 ]

@@ -92,6 +92,11 @@ def kept_in_fp32(model: onnx.ModelProto) -> set[str]:
     return {n.name for n in [*PatchEmbedding.nodes(model), *EmbeddingTail.nodes(model)]}
 
 
+# Attention: the fused node of FuseAttention (passes/attention.py) becomes QAttention, whose q/k/v
+# projection is int8; graphs without it are unaffected.
+DYNAMIC_OPS = ("MatMul", "Attention")
+
+
 @dataclasses.dataclass
 class DynamicInt8:
     """MatMul weights to int8 (per output channel); activations quantized to uint8 at run time.
@@ -112,7 +117,7 @@ class DynamicInt8:
     name: ClassVar[str] = "int8-dynamic"
 
     def options(self) -> dict[str, Any]:
-        return {"mode": "dynamic", "weights": "int8", "activations": "uint8 (dynamic)", "ops": ["MatMul"],
+        return {"mode": "dynamic", "weights": "int8", "activations": "uint8 (dynamic)", "ops": list(DYNAMIC_OPS),
                 **dataclasses.asdict(self)}
 
     def apply(self, src: Path, dst: Path) -> PassReport:
@@ -123,12 +128,12 @@ class DynamicInt8:
             model = onnx.load(str(path))
             keep = kept_in_fp32(model)
             quantize_dynamic(
-                str(path), str(dst), op_types_to_quantize=["MatMul"], per_channel=self.per_channel,
+                str(path), str(dst), op_types_to_quantize=list(DYNAMIC_OPS), per_channel=self.per_channel,
                 reduce_range=self.reduce_range, weight_type=QuantType.QInt8, nodes_to_exclude=sorted(keep),
                 extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
             )
         return _report(self.name, self.options(), model, keep, dst,
-                       {"MatMulInteger": "MatMulInteger", "MatMul left fp32": "MatMul"})
+                       {"MatMulInteger": "MatMulInteger", "QAttention": "QAttention", "MatMul left fp32": "MatMul"})
 
 
 def _report(name: str, options: dict[str, Any], model: onnx.ModelProto, keep, dst: Path,
