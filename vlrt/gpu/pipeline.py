@@ -1,0 +1,158 @@
+"""Videos -> embeddings on the GPU: decode (NVDEC) -> sample -> preprocess -> encode, with the
+frames on the GPU from the decoder to the model.
+
+The same two units of work as the CPU pipeline (`vlrt.runtime.pipeline`), each a plain callable a
+worker builds once: `GpuClipLoader` (one path -> sampled, preprocessed frames on the device) and
+`GpuEncoder.encode_frames` (a batch -> embeddings). `GpuPipeline.run` runs loaders on a thread pool
+(PyAV releases the GIL while demuxing and decoding; NVDEC runs many decode sessions at once) and
+feeds full batches to the encoder on the calling thread, with a bounded number of clips in flight.
+Sampling is the CPU path's own `sample_indices`, so both paths see the same frame indices.
+
+UNVERIFIED ON A GPU: the pipeline runs end to end on the CPU here (device "cpu": CPU decoding,
+PyTorch preprocessing and encoding), which is how its plumbing is tested; the CUDA run is the GPU
+session's job (docs/gpu.md).
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from vlrt.errors import VlrtError
+from vlrt.gpu.decode import Fallback, GpuDecoder, GpuDecodeStats
+from vlrt.gpu.device import require_torch
+from vlrt.gpu.encode import GpuEncoder
+from vlrt.gpu.preprocess import GpuPreprocess
+from vlrt.runtime.pipeline import sample_indices
+from vlrt.runtime.video import VideoInfo, probe
+
+
+@dataclasses.dataclass
+class GpuClip:
+    path: str
+    pixels: Any  # (T, 3, S, S) on the device, T = max_frames, zero after n_frames
+    n_frames: int
+    indices: list[int]
+    info: VideoInfo
+    stats: GpuDecodeStats
+
+
+@dataclasses.dataclass
+class GpuResult:
+    path: str
+    embedding: np.ndarray | None = None  # (D,) float32
+    frames: np.ndarray | None = None  # (T, D) float32, zero after the clip's frames
+    clip: GpuClip | None = None
+    error: str | None = None
+
+    @property
+    def stats(self) -> GpuDecodeStats | None:
+        return self.clip.stats if self.clip is not None else None
+
+
+class GpuClipLoader:
+    """Decode, sample and preprocess one video as `settings` (a manifest, or a checkpoint's
+    settings: max_frames, sampling, preprocessing) say, leaving the frames on the decoder's device."""
+
+    def __init__(self, settings: dict[str, Any], *, decoder: GpuDecoder,
+                 preprocess: GpuPreprocess | None = None) -> None:
+        self.sampling = settings["sampling"]
+        self.max_frames = int(settings["max_frames"])
+        self.decoder = decoder
+        self.preprocess = preprocess or GpuPreprocess.from_manifest(settings["preprocessing"])
+
+    def __call__(self, path: str | os.PathLike) -> GpuClip:
+        torch = require_torch()
+        path = os.fspath(path)
+        info = probe(path)
+        indices = sample_indices(info, self.sampling, self.max_frames)
+        if not indices:
+            raise VlrtError(f"{path}: no frames to sample")
+        stats = GpuDecodeStats()
+        frames = self.decoder.read_frames(path, indices, info=info, stats=stats)  # n x (3, H, W) uint8
+        pixels = self.preprocess.frames_list(frames)  # (n, 3, S, S)
+        size = self.preprocess.pre.size
+        padded = torch.zeros((self.max_frames, 3, size, size), dtype=pixels.dtype, device=pixels.device)
+        padded[:len(indices)] = pixels  # (T, 3, S, S)
+        return GpuClip(path, padded, len(indices), indices, info, stats)
+
+
+class GpuPipeline:
+    """Decode -> sample -> preprocess -> encode for many videos, frames kept on the device."""
+
+    def __init__(self, encoder: GpuEncoder, *, decoder: GpuDecoder | None = None,
+                 preprocess: GpuPreprocess | None = None, fallback: Fallback = "cpu",
+                 batch_size: int = 16, workers: int = 4, in_flight: int | None = None) -> None:
+        if batch_size < 1 or workers < 1:
+            raise VlrtError(f"batch_size and workers must be >= 1, got {batch_size} and {workers}")
+        missing = [k for k in ("max_frames", "sampling", "preprocessing") if k not in encoder.settings]
+        if missing:
+            raise VlrtError(f"the encoder's settings lack {', '.join(missing)}; build it with "
+                            "GpuEncoder.from_checkpoint or pass settings=")
+        self.encoder = encoder
+        decoder = decoder or GpuDecoder(device=encoder.device, fallback=fallback)
+        torch = require_torch()
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(encoder.precision, torch.float32)
+        preprocess = preprocess or GpuPreprocess.from_manifest(encoder.settings["preprocessing"], dtype=dtype)
+        self.loader = GpuClipLoader(encoder.settings, decoder=decoder, preprocess=preprocess)
+        self.batch_size, self.workers = batch_size, workers
+        self.in_flight = in_flight or max(2 * batch_size, 2 * workers)
+
+    def run(self, paths: Iterable[str | os.PathLike]) -> Iterator[GpuResult]:
+        """One GpuResult per path, in input order; a bad video yields its error and the rest go on."""
+        with cf.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="vlrt-gpu-decode") as pool:
+            pending: deque[tuple[str, cf.Future]] = deque()
+            ready: list[GpuResult] = []
+            source = iter(paths)
+            exhausted = False
+            while pending or not exhausted:
+                while not exhausted and len(pending) < self.in_flight:
+                    path = next(source, None)
+                    if path is None:
+                        exhausted = True
+                    else:
+                        pending.append((os.fspath(path), pool.submit(self.loader, path)))
+                if pending:
+                    ready.append(_collect(*pending.popleft()))
+                if sum(r.clip is not None for r in ready) >= self.batch_size or (exhausted and not pending):
+                    yield from self._encode(ready)
+                    ready = []
+
+    def encode_videos(self, paths: Iterable[str | os.PathLike]) -> np.ndarray:
+        """(N, D) float32 L2-normalised embeddings; VlrtError naming the first file that fails."""
+        out = []
+        for result in self.run(paths):
+            if result.error:
+                raise VlrtError(result.error)
+            out.append(result.embedding)
+        return np.stack(out) if out else np.zeros((0, self.encoder.embed_dim), np.float32)
+
+    def _encode(self, ready: list[GpuResult]) -> list[GpuResult]:
+        torch = require_torch()
+        clips = [r.clip for r in ready if r.clip is not None]
+        if clips:
+            pixels = torch.stack([c.pixels for c in clips])  # (B, T, 3, S, S)
+            mask = torch.zeros(pixels.shape[:2], dtype=torch.float32, device=pixels.device)  # (B, T)
+            for b, c in enumerate(clips):
+                mask[b, :c.n_frames] = 1.0
+            video, frames = self.encoder.encode_frames(pixels, mask, return_frames=True)  # (B, D), (B, T, D)
+            it = iter(zip(video.cpu().numpy(), frames.cpu().numpy()))
+            for r in ready:
+                if r.clip is not None:
+                    r.embedding, r.frames = next(it)
+                    r.clip.pixels = None  # free the device memory as soon as the batch is encoded
+        return ready
+
+
+def _collect(path: str, future: cf.Future) -> GpuResult:
+    try:
+        return GpuResult(path, clip=future.result())
+    except VlrtError as exc:
+        return GpuResult(path, error=str(exc))
+    except Exception as exc:  # a decoder crash on one file must not stop thousands of others
+        return GpuResult(path, error=f"{path}: {type(exc).__name__}: {exc}")
