@@ -1,0 +1,90 @@
+"""Fixtures of the kernel tests: the compile-only build and the CPU emulation (CPU), and the GPU
+library (CUDA).
+
+The CPU build skips only when no nvcc exists at all. GPU tests (marked `cuda`) skip when CuPy or
+a CUDA device is missing; set VLRT_REQUIRE_GPU=1 on a GPU machine to make that a failure.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import kernel_bindings as kb
+
+
+@pytest.fixture(scope="session")
+def build_module():
+    return kb.load_build_module()
+
+
+@pytest.fixture(scope="session")
+def kernels_build(build_module, tmp_path_factory):
+    """kernels/build.py's compile-only build for its default architectures, done once."""
+    if build_module.find_nvcc() is None:
+        pytest.skip("no nvcc found (pip install nvidia-cuda-nvcc, see docs/kernels.md, or set VLRT_NVCC)")
+    return build_module.build(tmp_path_factory.mktemp("kernels"))
+
+
+@pytest.fixture(scope="session")
+def host_lib(kernels_build):
+    """The built library, loaded for its host-side functions (no GPU needed)."""
+    return kb.load(kernels_build.library)
+
+
+@pytest.fixture(scope="session")
+def emulated_lib(tmp_path_factory):
+    """kernels/*.cu compiled by g++ against tests/kernels/emulator: the device code, run on the CPU."""
+    cxx = shutil.which("g++")
+    if cxx is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    kernels = kb.ROOT / "kernels"
+    out = tmp_path_factory.mktemp("emulated") / "libvlrt_kernels_emulated.so"
+    sources = [kernels / "token_merge.cu", kernels / "preprocess.cu", kernels / "status.cpp"]
+    subprocess.run([cxx, "-std=c++20", "-O2", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror",
+                    f"-I{Path(__file__).with_name('emulator')}", f"-I{kernels}", "-x", "c++", *map(str, sources),
+                    "-o", str(out)], check=True, capture_output=True, text=True)
+    return kb.load(out)
+
+
+def _no_gpu(reason: str):
+    if os.environ.get("VLRT_REQUIRE_GPU") == "1":
+        pytest.fail(f"VLRT_REQUIRE_GPU=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def cupy():
+    try:
+        import cupy
+    except ImportError:
+        _no_gpu("CuPy is not installed")
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            _no_gpu("no CUDA device")
+    except cupy.cuda.runtime.CUDARuntimeError as err:
+        _no_gpu(f"no CUDA device ({err})")
+    return cupy
+
+
+@pytest.fixture(scope="session")
+def gpu_lib(cupy, build_module, tmp_path_factory):
+    """libvlrt_kernels.so built for this device's architecture and loaded."""
+    if build_module.find_nvcc() is None:
+        _no_gpu("no nvcc found to build the kernels")
+    arch = cupy.cuda.Device().compute_capability  # e.g. "90"
+    report = build_module.build(tmp_path_factory.mktemp(f"kernels_sm{arch}"), (arch,), plugin=False, strict=False)
+    return kb.load(report.library)
+
+
+@pytest.fixture
+def rng(request):
+    """A fresh generator per test; its seed is printed so that a failure can be replayed."""
+    import numpy as np
+
+    seed = int.from_bytes(os.urandom(8), "little")
+    print(f"{request.node.name}: seed {seed}")
+    return np.random.default_rng(seed)
