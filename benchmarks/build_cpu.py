@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 from common import RESULTS, write_result
 
+from vlrt.speed import min_cosine, ort_session, timed
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the checked-in test-video generator
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -99,32 +101,6 @@ def retrieval(work: Path) -> dict | None:
     return out
 
 
-def session(path: Path, threads: int, *, default: bool):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    if not default:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-def timed(fn, *, warmup: int, repeats: int) -> tuple[object, list[float]]:
-    for _ in range(warmup):
-        result = fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return result, times
-
-
-def min_cos(ref: np.ndarray, got: np.ndarray) -> float:
-    r, g = ref.reshape(-1, ref.shape[-1]), got.reshape(-1, got.shape[-1])
-    return float(((r * g).sum(1) / (np.linalg.norm(r, axis=1) * np.linalg.norm(g, axis=1))).min())
-
-
 def run(args) -> dict:
     import onnx
     import onnxruntime
@@ -154,7 +130,7 @@ def run(args) -> dict:
     graphs = [("torch.onnx.export + ORT (default options)", bundle / "video.onnx", True)]
     graphs += [(name, r.engine_dir / r.manifest["graphs"]["video"]["file"], False) for name, r in built.items()]
     for name, path, default in graphs:
-        sess = session(path, args.threads, default=default)
+        sess = ort_session(path, args.threads, plain=default)
         configs.append((name, lambda s=sess: tuple(s.run(["video_embeds", "frame_embeds"], feeds)), path))
     reference = eager()
     rows = []
@@ -164,8 +140,8 @@ def run(args) -> dict:
         med = statistics.median(times)
         frames = pixels.shape[0] * pixels.shape[1]
         row = {"name": name, "frames_per_s": frames / med, "median_s": med, "min_s": min(times), "max_s": max(times),
-               "runs": len(times), "min_cos_video": min_cos(reference[0], out[0]),
-               "min_cos_frames": min_cos(reference[1], out[1])}
+               "runs": len(times), "min_cos_video": min_cosine(reference[0], out[0]),
+               "min_cos_frames": min_cosine(reference[1], out[1])}
         if path is not None:
             row["graph_mb"] = Path(path).stat().st_size / 1e6
         rows.append(row)

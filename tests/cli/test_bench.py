@@ -45,9 +45,9 @@ def test_speed_table_of_every_configuration(default_bundle, tmp_path):
                 "--repeats", 1, "--warmup", 1, "--cache", tmp_path / "clips", "-o", tmp_path / "speed")
     rows = {r["name"]: r for r in out["rows"]}
     assert list(rows) == ["eager PyTorch fp32", "ORT fp32, plain export", "ORT fp32 + fused attention", "int8 dynamic",
-                          "int8 dynamic + fused attention", "int8 dynamic + fused + token merge 2",
-                          "int8 dynamic + fused + skip similar 1"]
-    skip = rows.pop("int8 dynamic + fused + skip similar 1")  # not an encoder speed: fewer frames reach it
+                          "int8 dynamic + fused attention", "int8 dynamic + token merge 2",
+                          "int8 dynamic + skip similar 1"]
+    skip = rows.pop("int8 dynamic + skip similar 1")  # not an encoder speed: fewer frames reach it
     assert "frames_per_s" not in skip and 0 < skip["e2e_frames"]["encoded"] <= skip["e2e_frames"]["sampled"]
     assert skip["quality"]["top1_agreement_t2v"] >= 75
     plain = rows["ORT fp32, plain export"]
@@ -57,8 +57,8 @@ def test_speed_table_of_every_configuration(default_bundle, tmp_path):
         assert r["vs_eager"] == pytest.approx(r["frames_per_s"] / rows["eager PyTorch fp32"]["frames_per_s"])
     for name in ("ORT fp32 + fused attention", "int8 dynamic", "int8 dynamic + fused attention"):
         assert rows[name]["min_cos_video_vs_plain"] > 0.99 and rows[name]["quality"]["top1_agreement_t2v"] >= 90
-    merged = rows["int8 dynamic + fused + token merge 2"]
+    merged = rows["int8 dynamic + token merge 2"]
     assert merged["gflops_per_frame"] < plain["gflops_per_frame"]  # 17 tokens -> 9 over 4 blocks
     assert set(out["matmul_ceiling_gflop_s"]) == {"fp32", "int8 (u8 x s8)"}
     assert (tmp_path / "speed.json").is_file() and (tmp_path / "speed.png").stat().st_size > 1000
-    assert "| int8 dynamic + fused + token merge 2 |" in (tmp_path / "speed.md").read_text()
+    assert "| int8 dynamic + token merge 2 |" in (tmp_path / "speed.md").read_text()

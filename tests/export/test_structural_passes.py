@@ -136,8 +136,8 @@ def test_token_merge_then_fusion_carries_proportional_attention(bundle, tmp_path
 
 def test_build_and_load_token_merged_engines(bundle):
     plain = build_engine(bundle, backend="ort-cpu", precision="int8")
-    merged = build_engine(bundle, backend="ort-cpu", precision="int8", token_merge=2)
-    assert merged.key != plain.key
+    merged = build_engine(bundle, backend="ort-cpu", precision="int8", token_merge=2, fuse_attention=True)
+    assert merged.key != plain.key and "graph_passes" not in plain.manifest["options"]  # both opt-in
     passes = merged.manifest["options"]["graph_passes"]
     assert [p["name"] for p in passes["video"]] == ["token-merge", "fuse-attention"]
     assert [p["name"] for p in passes["text"]] == ["fuse-attention"]
@@ -151,10 +151,10 @@ def test_build_and_load_token_merged_engines(bundle):
 
 
 def test_fp32_with_fusion_builds_an_engine(bundle):
-    built = build_engine(bundle, backend="ort-cpu", precision="fp32")
+    built = build_engine(bundle, backend="ort-cpu", precision="fp32", fuse_attention=True)
     assert built.engine_dir is not None and built.manifest["validation"]["min_cosine"] > 0.99999
     assert built.manifest["graphs"]["video"]["pass"]["changed"]["Attention"] == VISION_LAYERS
-    unfused = build_engine(bundle, backend="ort-cpu", precision="fp32", fuse_attention=False)
+    unfused = build_engine(bundle, backend="ort-cpu", precision="fp32")
     assert unfused.engine_dir is None  # nothing left to do: the bundle's own graphs
 
 

@@ -11,14 +11,15 @@ precisions:
          videos; the form TensorRT consumes; default on ort-cuda)
   fp16   (default on ort-cuda) fp16 graph with LayerNorm, Softmax and the embedding tail in fp32;
          refused on ort-cpu, whose fp16 kernels are mostly casts
-  fp32   the bundle's own graphs; nothing to build unless a structural pass applies (ort-cpu:
-         attention fusion; any backend: --token-merge); tensorrt: a plan built from them
+  fp32   the bundle's own graphs; nothing to build unless a structural pass applies
+         (--fuse-attention, --token-merge); tensorrt: a plan built from them
 
-structural passes (run before the precision pass):
-  attention fusion   ort-cpu (on by default, except with static int8): each attention subgraph of
-                     the vision and text towers becomes ONNX Runtime's fused Attention op
-                     (QAttention under dynamic int8); --no-fuse-attention keeps the plain graph
-  --token-merge R    opt-in, lossy: merge R tokens per vision block (ToMe-style), proportional
+structural passes (opt-in; run before the precision pass):
+  --fuse-attention   ort-cpu, fp32 or dynamic int8: each attention subgraph of the vision and
+                     text towers becomes ONNX Runtime's fused Attention op (QAttention under
+                     dynamic int8); measured no faster than the plain graph on ViT-B/32 and
+                     ViT-B/16 here, hence off by default (docs/build.md)
+  --token-merge R    lossy: merge R tokens per vision block (ToMe-style), proportional
                      attention after; `Runtime.load(..., token_merge=R)` and `vlrt bench
                      --token-merge R` select such an engine, nothing picks it by default
 
@@ -53,9 +54,8 @@ def register(sub) -> None:
                    help="TensorRT plugin library to load (repeatable; --backend tensorrt only)")
     p.add_argument("--token-merge", type=int, default=0, metavar="R",
                    help="merge R tokens per vision block (default 0: off; lossy, see above)")
-    p.add_argument("--fuse-attention", action=argparse.BooleanOptionalAction, default=None,
-                   help="fuse attention into ONNX Runtime's Attention op (default: on for ort-cpu fp32 and "
-                        "dynamic int8)")
+    p.add_argument("--fuse-attention", action="store_true",
+                   help="fuse attention into ONNX Runtime's Attention op (ort-cpu; default off)")
     add_json(p)
     p.set_defaults(func=run)
 
@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     result = build_engine(args.bundle, backend=args.backend, precision=args.precision, int8_mode=args.int8_mode,
                           calib=args.calib, overwrite=args.force, gate=not args.no_gate, progress=Stages(),
-                          plugins=args.plugin, token_merge=args.token_merge, fuse_attention=args.fuse_attention)
+                          plugins=args.plugin, token_merge=args.token_merge,
+                          fuse_attention=args.fuse_attention)
     m = result.manifest
     if args.json:
         print_json({"engine": str(result.engine_dir) if result.engine_dir else None, "key": result.key,

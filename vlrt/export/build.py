@@ -84,7 +84,7 @@ def build_engine(
     progress: Callable[[str], None] = lambda message: None,
     plugins: Sequence[str | Path] = (),
     token_merge: int = 0,
-    fuse_attention: bool | None = None,
+    fuse_attention: bool = False,
 ) -> BuildResult:
     """Build (or reuse) the engine for these settings on this machine; raises VlrtError when the
     built graphs fail the cosine gate (unless `gate=False`, which records it as skipped).
@@ -132,12 +132,14 @@ def build_engine(
 
 def plan_build(bundle: Bundle, *, backend: str | None, precision: str | None, int8_mode: str | None,
                calib: str | Path | None, plugins: Sequence[str | Path] = (), token_merge: int = 0,
-               fuse_attention: bool | None = None) -> _Plan:
+               fuse_attention: bool = False) -> _Plan:
     """Resolve the defaults and refuse contradictory settings, before any work is done.
 
-    Structural passes come first: token merging (video graph, any backend, opt-in) and attention
-    fusion (ort-cpu; on by default except with static Q/DQ int8, whose quantizer cannot quantize
-    the fused node's q/k/v projection). fp32 with a structural pass builds an engine too.
+    Structural passes come first: token merging (video graph, any backend) and attention fusion
+    (ort-cpu, fp32 or dynamic int8: static Q/DQ cannot quantize the fused node's q/k/v
+    projection). Both are opt-in: merging is lossy, and fusion measured no faster than the plain
+    graph on ViT-B/32 and ViT-B/16 here (docs/build.md). fp32 with a structural pass builds an
+    engine too.
     """
     from vlrt.export.passes import FuseAttention, TokenMerge
     from vlrt.export.passes.tome import vision_tokens
@@ -151,11 +153,10 @@ def plan_build(bundle: Bundle, *, backend: str | None, precision: str | None, in
         raise VlrtError("--fuse-attention makes ONNX Runtime CPU's Attention op: it applies to --backend ort-cpu "
                         "with fp32 or dynamic int8 (TensorRT fuses attention itself; static Q/DQ cannot quantize "
                         "the fused node)")
-    fuse = fuse_attention if fuse_attention is not None else (plan.backend == "ort-cpu" and not static)
     structural: dict[str, list[Any]] = {g: [] for g in GRAPHS}
     if token_merge:
         structural["video"].append(TokenMerge(r=token_merge, tokens=vision_tokens(bundle.manifest)))
-    if fuse:
+    if fuse_attention:
         for graph in GRAPHS:
             structural[graph].append(FuseAttention())
     plan.graph_passes = {g: p for g, p in structural.items() if p}
