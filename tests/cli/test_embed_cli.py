@@ -54,6 +54,14 @@ def test_all_files_failing_is_an_error(bundle, tmp_path):
     assert res.returncode == 1 and "every one of 1 files failed" in res.stderr
 
 
+def test_resuming_with_other_options_is_refused(bundle, tmp_path):
+    write_video(tmp_path / "a.mp4", width=64, height=48, frames=24, fps=12)
+    assert vlrt("embed", bundle, tmp_path / "a.mp4", "-o", tmp_path / "idx").returncode == 0
+    res = vlrt("embed", bundle, tmp_path / "a.mp4", "-o", tmp_path / "idx", "--skip-similar", "1")
+    assert res.returncode == 1 and "resume with the same options" in res.stderr
+    assert "skip_similar=None" in res.stderr and "skip_similar=1.0" in res.stderr
+
+
 def test_killed_embed_resumes_without_loss_or_duplicates(bundle, tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()

@@ -72,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
 
     rt = Runtime.load(args.bundle, backend=args.backend, precision=args.precision, engine=args.engine,
                       token_merge=args.token_merge, skip_similar=args.skip_similar)
+    encoder = {"engine": rt.engine.key if rt.engine else None, "skip_similar": args.skip_similar, "mode": args.mode}
     writer = IndexWriter(args.output, bundle=Path(args.bundle), embed_dim=rt.embed_dim,
-                         manifest_sha256=sha256_file(Path(args.bundle) / MANIFEST))
+                         manifest_sha256=sha256_file(Path(args.bundle) / MANIFEST), encoder=encoder)
     paths = expand_paths(args.paths)
     if not paths:
         raise VlrtError(f"no files found in {' '.join(args.paths)}")

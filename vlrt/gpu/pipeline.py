@@ -28,7 +28,7 @@ from vlrt.gpu.decode import Fallback, GpuDecoder, GpuDecodeStats
 from vlrt.gpu.device import require_torch
 from vlrt.gpu.encode import GpuEncoder
 from vlrt.gpu.preprocess import GpuPreprocess
-from vlrt.runtime.pipeline import sample_indices
+from vlrt.runtime.pipeline import collect, sample_indices
 from vlrt.runtime.video import VideoInfo, probe
 
 
@@ -118,7 +118,7 @@ class GpuPipeline:
                     else:
                         pending.append((os.fspath(path), pool.submit(self.loader, path)))
                 if pending:
-                    ready.append(_collect(*pending.popleft()))
+                    ready.append(collect(*pending.popleft(), GpuResult))
                 if sum(r.clip is not None for r in ready) >= self.batch_size or (exhausted and not pending):
                     yield from self._encode(ready)
                     ready = []
@@ -147,12 +147,3 @@ class GpuPipeline:
                     r.embedding, r.frames = next(it)
                     r.clip.pixels = None  # free the device memory as soon as the batch is encoded
         return ready
-
-
-def _collect(path: str, future: cf.Future) -> GpuResult:
-    try:
-        return GpuResult(path, clip=future.result())
-    except VlrtError as exc:
-        return GpuResult(path, error=str(exc))
-    except Exception as exc:  # a decoder crash on one file must not stop thousands of others
-        return GpuResult(path, error=f"{path}: {type(exc).__name__}: {exc}")

@@ -38,15 +38,24 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+def _describe(encoder: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(encoder.items()))
+
+
 class IndexWriter:
     """Appends shards to an index directory; reopening continues where the last run stopped."""
 
-    def __init__(self, root: str | Path, *, bundle: Path, manifest_sha256: str, embed_dim: int) -> None:
+    def __init__(self, root: str | Path, *, bundle: Path, manifest_sha256: str, embed_dim: int,
+                 encoder: dict[str, Any] | None = None) -> None:
+        """`encoder`: how the embeddings are made (engine, frame skipping, preprocessing mode);
+        a resumed run must make them the same way."""
         self.root = Path(root)
         self.shards = self.root / "shards"
         self.shards.mkdir(parents=True, exist_ok=True)
         meta = {"version": INDEX_VERSION, "bundle": str(Path(bundle).resolve()),
                 "bundle_manifest_sha256": manifest_sha256, "embed_dim": embed_dim}
+        if encoder is not None:
+            meta["encoder"] = encoder
         self._check_or_write_meta(meta)
         self._discard_partial()
         self.next_shard = 1 + max((int(m.group(1)) for m in self._shard_matches()), default=-1)
@@ -58,6 +67,10 @@ class IndexWriter:
             if old.get("bundle_manifest_sha256") != meta["bundle_manifest_sha256"]:
                 raise VlrtError(f"{self.root}: this index was built with another bundle ({old.get('bundle')}); "
                                 "embeddings from two models cannot share an index — use a new output directory")
+            if "encoder" in old and "encoder" in meta and old["encoder"] != meta["encoder"]:
+                raise VlrtError(f"{self.root}: this index was embedded with {_describe(old['encoder'])}, not "
+                                f"{_describe(meta['encoder'])}; resume with the same options, or use a new output "
+                                "directory")
             return
         _atomic_write(path, lambda fh: fh.write(json.dumps(meta, indent=2).encode()))
 

@@ -115,19 +115,21 @@ def encode_stream(paths: Iterable[str], loader: Callable[[str], Clip], encode, *
                 else:
                     pending.append((str(path), pool.submit(loader, path)))
             if pending:
-                ready.append(_collect(*pending.popleft()))
+                ready.append(collect(*pending.popleft()))
             if len([r for r in ready if r.clip is not None]) >= batch_size or (exhausted and not pending):
                 yield from _encode_ready(ready, encode)
                 ready = []
 
 
-def _collect(path: str, future: cf.Future) -> Result:
+def collect(path: str, future: cf.Future, result=None):
+    """The loaded clip of `future`, or its error, as `result` (default: Result) for `path`."""
+    result = result or Result
     try:
-        return Result(path, clip=future.result())
+        return result(path, clip=future.result())
     except VlrtError as exc:
-        return Result(path, error=str(exc))
+        return result(path, error=str(exc))
     except Exception as exc:  # a decoder crash on one file must not stop thousands of others
-        return Result(path, error=f"{path}: {type(exc).__name__}: {exc}")
+        return result(path, error=f"{path}: {type(exc).__name__}: {exc}")
 
 
 def _encode_ready(ready: list[Result], encode) -> list[Result]:
