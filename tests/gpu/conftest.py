@@ -1,4 +1,4 @@
-"""GPU tests: `cuda`-marked tests skip where PyTorch sees no CUDA device; with VLRT_REQUIRE_CUDA=1
+"""GPU tests: `cuda`-marked tests skip where PyTorch sees no CUDA device; with VLRT_REQUIRE_GPU=1
 (set by benchmarks/gpu.py and docs/gpu.md's command on a GPU session) they fail instead, so a
 broken CUDA set-up cannot pass as a run of skips. The unmarked tests here run on the CPU.
 
@@ -22,8 +22,8 @@ def cuda_available() -> bool:
 
 def pytest_runtest_setup(item):
     if item.get_closest_marker("cuda") and not cuda_available():
-        if os.environ.get("VLRT_REQUIRE_CUDA") == "1":
-            pytest.fail("VLRT_REQUIRE_CUDA=1, but PyTorch sees no CUDA device")
+        if os.environ.get("VLRT_REQUIRE_GPU") == "1":
+            pytest.fail("VLRT_REQUIRE_GPU=1, but PyTorch sees no CUDA device")
         pytest.skip("needs an NVIDIA GPU (CUDA)")
 
 

@@ -7,6 +7,9 @@ import sys
 import time
 from typing import Any
 
+BACKEND_HELP = ("default: the best ONNX Runtime backend here; tensorrt runs an engine that "
+                "`vlrt build --backend tensorrt` made")
+
 
 def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")

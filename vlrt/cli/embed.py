@@ -12,7 +12,7 @@ import glob
 import time
 from pathlib import Path
 
-from vlrt.cli.common import add_json, print_json, subcommand
+from vlrt.cli.common import BACKEND_HELP, add_json, print_json, subcommand
 from vlrt.errors import VlrtError
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".mpg", ".mpeg",
@@ -24,7 +24,8 @@ def register(sub) -> None:
     p.add_argument("bundle", help="bundle directory made by `vlrt export`")
     p.add_argument("paths", nargs="+", help="video files, folders, globs or @list files")
     p.add_argument("-o", "--output", required=True, help="index directory (created, or resumed)")
-    p.add_argument("--backend", choices=["ort-cpu", "ort-cuda"], help="default: the best available")
+    p.add_argument("--backend", choices=["ort-cpu", "ort-cuda", "tensorrt"],
+                   help=BACKEND_HELP)
     p.add_argument("--batch-size", type=int, default=8, help="videos per encoder batch (default 8)")
     p.add_argument("--workers", type=int, default=2, help="videos decoded in parallel (default 2)")
     p.add_argument("--mode", choices=["exact", "fast"], default="exact",

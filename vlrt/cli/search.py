@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from vlrt.cli.common import add_json, print_json, subcommand
+from vlrt.cli.common import BACKEND_HELP, add_json, print_json, subcommand
 
 
 def register(sub) -> None:
@@ -11,7 +11,8 @@ def register(sub) -> None:
     p.add_argument("index", help="index directory made by `vlrt embed`")
     p.add_argument("text", help="the query")
     p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
-    p.add_argument("--backend", choices=["ort-cpu", "ort-cuda"], help="default: the best available")
+    p.add_argument("--backend", choices=["ort-cpu", "ort-cuda", "tensorrt"],
+                   help=BACKEND_HELP)
     add_json(p)
     p.set_defaults(func=run)
 
