@@ -241,8 +241,8 @@ def _gate(validation: dict[str, Any], *, enabled: bool) -> str:
         return "passed"
     rows = ", ".join(f"{k} {v['min_cosine']:.5f}" for k, v in validation["per_output"].items())
     raise VlrtError(f"the built engine fails the gate: min cosine {validation['min_cosine']:.5f} < {GATE} vs fp32 "
-                    f"({rows}); nothing was written. Try another --int8-mode or calibration set, or pass "
-                    "--no-gate to keep it anyway")
+                    f"({rows}); nothing was written. Try another --int8-mode, calibration set or a smaller "
+                    "--token-merge, or pass --no-gate to keep it anyway")
 
 
 def _run_passes(bundle: Bundle, plan: _Plan, out: Path, seconds: dict[str, float],
