@@ -158,6 +158,10 @@ def run_speed(bundle_dir: str | Path, *, configs: list[Config], threads: int, ba
     from vlrt import __version__
     from vlrt.runtime.bundle import Bundle, machine_fingerprint
 
+    try:
+        import onnx  # noqa: F401  (the engines are built here, and the ceiling graph made)
+    except ImportError:
+        raise VlrtError("vlrt bench --speed builds engines and needs the export extra: pip install 'vlrt[export]'") from None
     bundle = Bundle.open(bundle_dir)
     size = bundle.manifest["preprocessing"]["size"]
     rng = np.random.default_rng(0)
