@@ -211,14 +211,12 @@ def run_speed(bundle_dir: str | Path, *, configs: list[Config], threads: int, ba
             if subject["config"].kind == "plain":
                 ref_scores = scores
             row["quality"] = _quality(scores, ref_scores)
-    timed_rows = [r for r in rows if "frames_per_s" in r]
-    plain = next((r for r in timed_rows if r["name"] == "ORT fp32, plain export"), None)
-    eager = next((r for r in timed_rows if r["name"] == "eager PyTorch fp32"), None)
-    for r in timed_rows:
-        if plain:
-            r["vs_plain_ort"] = r["frames_per_s"] / plain["frames_per_s"]
-        if eager:
-            r["vs_eager"] = r["frames_per_s"] / eager["frames_per_s"]
+    baseline = {s["config"].kind: row for row, s in timed_subjects if s["config"].kind in ("plain", "eager")}
+    for row, _ in timed_subjects:
+        if "plain" in baseline:
+            row["vs_plain_ort"] = row["frames_per_s"] / baseline["plain"]["frames_per_s"]
+        if "eager" in baseline:
+            row["vs_eager"] = row["frames_per_s"] / baseline["eager"]["frames_per_s"]
     m = machine_fingerprint()
     return {
         "benchmark": "speed", "date": time.strftime("%Y-%m-%d %H:%M"),

@@ -35,6 +35,7 @@ from vlrt.runtime.bundle import (
     Engine,
     engine_key,
     engine_machine,
+    engine_tensorrt_version,
     machine_fingerprint,
     sha256_file,
 )
@@ -298,7 +299,7 @@ def _key_fields(bundle: Bundle, plan: _Plan) -> dict[str, Any]:
     return {"backend": plan.backend, "precision": plan.precision, "options": plan.options,
             "source": {"manifest_sha256": bundle.manifest_sha256},
             "versions": {"vlrt": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-                         **_backend_versions(plan.backend)},
+                         **({"tensorrt": engine_tensorrt_version(plan.backend)} if plan.backend == "tensorrt" else {})},
             "machine": engine_machine(plan.backend)}
 
 
@@ -410,14 +411,6 @@ def _runner_for(path: Path):
 
         return TrtRunner(PlanFromFile(path))  # plugin libraries were loaded by the build, in this process
     return OrtRunner(SessionFromOnnx(path))
-
-
-def _backend_versions(backend: str) -> dict[str, str]:
-    if backend != "tensorrt":
-        return {}
-    from vlrt.runtime.backends.trt import tensorrt_version
-
-    return {"tensorrt": tensorrt_version()}
 
 
 def _plugin_sha256(path: Path) -> str:

@@ -109,7 +109,7 @@ class Bundle:
         import onnxruntime
 
         target = {"backend": backend, "precision": precision, "source_manifest_sha256": self.manifest_sha256,
-                  "onnxruntime": onnxruntime.__version__, "tensorrt": _tensorrt_version(backend),
+                  "onnxruntime": onnxruntime.__version__, "tensorrt": engine_tensorrt_version(backend),
                   "machine": engine_machine(backend), "token_merge": token_merge}
         found = [e for e in _engines(self.root) if key in (None, e.key)]
         # an explicit key may name a token-merged engine; without one, token merging must be asked for
@@ -206,7 +206,8 @@ def engine_machine(backend: str) -> dict[str, Any]:
     return machine
 
 
-def _tensorrt_version(backend: str) -> str | None:
+def engine_tensorrt_version(backend: str) -> str | None:
+    """The TensorRT version an engine for `backend` is keyed by (None: not a TensorRT engine)."""
     if backend != "tensorrt":
         return None
     from vlrt.runtime.backends.trt import tensorrt_version

@@ -160,12 +160,11 @@ class Runtime:
         unique = np.unique(rep[rep >= 0])
         flat = pixels.reshape(n * t, *pixels.shape[2:])
         encoded = self._runners["video_frames"].infer({"pixels": flat[unique][None]})[self._features][0]  # (U, D)
-        features = np.zeros((n * t, encoded.shape[-1]), np.float32)
         # padded frames take their video's first frame: the head masks them, but its per-frame
         # normalisation must not see zeros (0/0)
         first = (np.arange(n) * t)[:, None]
         slot = np.searchsorted(unique, np.where(rep >= 0, rep, first))  # position of each representative
-        features[:] = encoded[slot.reshape(-1)]
+        features = encoded[slot.reshape(-1)]
         self.skip_stats.frames += int(mask.sum())
         self.skip_stats.encoded += len(unique)
         return self._runners["video_head"].infer({self._features: features.reshape(n, t, -1), "frame_mask": mask})

@@ -62,6 +62,12 @@ def fuse_attention(model: onnx.ModelProto) -> tuple[int, int]:
     inits = {t.name: t for t in graph.initializer}
     consts = _constants(graph)
     producers = {o: n for n in graph.node for o in n.output}
+    consumers = collections.defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    for output in graph.output:  # a graph output leaves every scope
+        consumers[output.name].append(None)
     scopes: dict[str, list[onnx.NodeProto]] = collections.defaultdict(list)
     for node in graph.node:
         match = SCOPE.match(node.name)
@@ -71,7 +77,7 @@ def fuse_attention(model: onnx.ModelProto) -> tuple[int, int]:
     replacements: dict[int, list[onnx.NodeProto]] = {}  # id(last node of scope) -> Attention (+ bias)
     removed: set[int] = set()
     for scope, nodes in scopes.items():
-        plan = _match(scope, nodes, graph, inits, consts, producers)
+        plan = _match(nodes, inits, consts, producers, consumers)
         if plan is None:
             skipped += 1
             continue
@@ -102,7 +108,7 @@ def fuse_attention(model: onnx.ModelProto) -> tuple[int, int]:
     return fused, skipped
 
 
-def _match(scope, nodes, graph, inits, consts, producers):
+def _match(nodes, inits, consts, producers, consumers):
     """(x, weight, bias, output, heads, causal) for one attention scope, or None."""
     by_op = collections.defaultdict(list)
     for n in nodes:
@@ -141,13 +147,9 @@ def _match(scope, nodes, graph, inits, consts, producers):
             return None  # a runtime mask (seqTransf's frame mask): leave it
         else:
             causal = True
-    consumers = collections.defaultdict(list)
-    for n in graph.node:
-        for i in n.input:
-            consumers[i].append(n)
+    inside = {id(n) for n in nodes}
     leaving = [o for n in nodes if n.op_type != "Constant" for o in n.output
-               if any(c not in nodes for c in consumers[o])
-               or o in {g.name for g in graph.output}]
+               if any(id(c) not in inside for c in consumers[o])]
     if len(leaving) != 1:
         return None
     return in_proj.input[0], in_proj.input[1], bias, leaving[0], width // head_dim, causal, key_bias
