@@ -67,6 +67,7 @@ small non-zero values, so a dropped or swapped LayerNorm/bias mapping changes th
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ __all__ = [
     "write_clip4clip",
     "write_hf_dir",
     "write_open_clip",
+    "write_open_clip_dir",
     "write_openai_state_dict",
     "write_openai_torchscript",
 ]
@@ -451,6 +453,29 @@ def write_open_clip(
         ckpt["scaler"] = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5,
                           "growth_interval": 2000, "_growth_tracker": 0}
     torch.save(ckpt, path)
+    return path
+
+
+def write_open_clip_dir(path: str | Path, geom: Geometry = TINY, seed: int = 0, *, quick_gelu: bool = True,
+                        safetensors: bool = True, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)) -> Path:
+    """An open_clip model directory as open_clip's hub upload writes it: ``open_clip_config.json``
+    (``model_cfg`` with ``quick_gelu`` set only for "-quickgelu" models, ``preprocess_cfg``) beside
+    ``open_clip_model.safetensors`` or ``open_clip_pytorch_model.bin``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model_cfg = {"embed_dim": geom.embed_dim,
+                 "vision_cfg": {"image_size": geom.image_size, "layers": geom.vision_layers,
+                                "width": geom.vision_width, "patch_size": geom.patch_size},
+                 "text_cfg": {"context_length": geom.context_length, "vocab_size": geom.vocab_size,
+                              "width": geom.text_width, "heads": geom.text_heads, "layers": geom.text_layers}}
+    if quick_gelu:
+        model_cfg["quick_gelu"] = True
+    config = {"model_cfg": model_cfg,
+              "preprocess_cfg": {"mean": list(mean), "std": list(std), "interpolation": "bicubic",
+                                 "resize_mode": "shortest"}}
+    (path / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+    name = "open_clip_model.safetensors" if safetensors else "open_clip_pytorch_model.bin"
+    write_open_clip(path / name, geom, seed, wrapper=False, safetensors=safetensors)
     return path
 
 

@@ -1,10 +1,12 @@
 """`vlrt export` through the real entry point."""
+import argparse
 import json
 import subprocess
 import sys
 
 import pytest
-from checkpoint_writers import TINY, TINY_C4C, write_clip4clip, write_open_clip
+import torch
+from checkpoint_writers import TINY, TINY_C4C, openai_state_dict, write_clip4clip, write_open_clip
 
 
 def vlrt(*args):
@@ -33,16 +35,51 @@ def test_export_json(tmp_path):
     assert "GUESSING 'gelu'" in res.stderr
 
 
+def _garbage(d):
+    (d / "x.pt").write_bytes(b"\x80\x02garbage")
+    return d / "x.pt"
+
+
+def _unknown_layout(d):
+    torch.save({"conv1.weight": torch.zeros(4, 3, 7, 7), "fc.weight": torch.zeros(10, 4)}, d / "resnet.pt")
+    return d / "resnet.pt"
+
+
+def _truncated(d):
+    full = write_open_clip(d / "full.pt", TINY, seed=0, wrapper=False)
+    (d / "cut.pt").write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    return d / "cut.pt"
+
+
+def _misshapen(d):
+    sd = openai_state_dict(TINY, seed=0)
+    sd["transformer.resblocks.0.attn.in_proj_weight"] = torch.zeros(5, TINY.text_width)
+    torch.save(sd, d / "bad.pt")
+    return d / "bad.pt"
+
+
+def _pickled_object(d):
+    torch.save({"state_dict": openai_state_dict(TINY, seed=0), "args": argparse.Namespace(lr=1)}, d / "obj.pt")
+    return d / "obj.pt"
+
+
 @pytest.mark.parametrize("setup, reason", [
     (lambda d: d / "missing.pt", "no such file"),
-    (lambda d: (d / "x.pt").write_bytes(b"\x80\x02garbage") and d / "x.pt", "x.pt"),
-])
+    (_garbage, "not a checkpoint this tool reads"),
+    (_unknown_layout, "unknown checkpoint layout"),
+    (_truncated, "truncated or corrupt"),
+    (_misshapen, "inconsistent shapes"),
+    (_pickled_object, "pass --trust-pickle"),
+], ids=["missing", "garbage", "unknown", "truncated", "misshapen", "pickle"])
 def test_errors_are_one_line_without_traceback(tmp_path, setup, reason):
-    res = vlrt("export", setup(tmp_path), "-o", tmp_path / "b")
+    path = setup(tmp_path)
+    res = vlrt("export", path, "-o", tmp_path / "b", "--activation", "gelu")
     assert res.returncode == 1
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("vlrt: error:") and reason in lines[0]
+    assert len(lines) == 1 and lines[0].startswith(f"vlrt: error: {path}:") and reason in lines[0], lines
     assert "Traceback" not in res.stderr and not (tmp_path / "b").exists()
+    if reason == "unknown checkpoint layout":  # the error lists what is supported
+        assert all(f"{name}:" in lines[0] for name in ("vlrt", "clip4clip", "hf", "openai", "open_clip"))
 
 
 def test_help_is_the_module_docstring():

@@ -12,6 +12,7 @@ from checkpoint_writers import (
     write_clip4clip,
     write_hf_dir,
     write_open_clip,
+    write_open_clip_dir,
     write_openai_state_dict,
     write_openai_torchscript,
 )
@@ -35,6 +36,7 @@ CASES = {
     "open_clip-wrapper": (lambda d: write_open_clip(d / "epoch_3.pt", TINY, seed=1), "open_clip", "clip", "meanP", "flag"),
     "open_clip-ddp": (lambda d: write_open_clip(d / "ddp.pt", TINY, seed=1, module_prefix=True), "open_clip", "clip", "meanP", "flag"),
     "open_clip-safetensors": (lambda d: write_open_clip(d / "m.safetensors", TINY, seed=1, wrapper=False, safetensors=True), "open_clip", "clip", "meanP", "flag"),
+    "open_clip-hub-dir": (lambda d: write_open_clip_dir(d / "oc", TINY, seed=1), "open_clip", "clip", "meanP", "config"),
     "hf-safetensors": (lambda d: write_hf_dir(d / "hf", TINY, seed=1), "hf", "clip", "meanP", "config"),
     "hf-bin-gelu": (lambda d: write_hf_dir(d / "hf", TINY, seed=1, hidden_act="gelu", safetensors=False), "hf", "clip", "meanP", "config"),
     "clip4clip-meanP": (lambda d: write_clip4clip(d / "pytorch_model.bin.0", TINY_C4C, seed=1, head="meanP"), "clip4clip", "clip4clip", "meanP", "format"),
@@ -110,6 +112,20 @@ def test_open_clip_activation_guess_warns_and_is_recorded(tmp_path):
     ckpt = load_checkpoint(path)
     assert ckpt.activation_source == "guess" and ckpt.config.activation == "gelu"
     assert any("GUESSING" in w and "--activation" in w for w in ckpt.warnings)
+
+
+@pytest.mark.parametrize("quick_gelu", [True, False])
+def test_open_clip_config_states_the_activation_and_normalisation(quick_gelu, tmp_path):
+    """open_clip_config.json beside the weights (a hub directory, or a file next to it) decides
+    GELU vs QuickGELU, with no guess and no warning; its mean/std reach the manifest."""
+    path = write_open_clip_dir(tmp_path / "oc", TINY, seed=1, quick_gelu=quick_gelu, safetensors=False)
+    want = "quick_gelu" if quick_gelu else "gelu"
+    for source in (path, path / "open_clip_pytorch_model.bin"):
+        ckpt = load_checkpoint(source)
+        assert (ckpt.config.activation, ckpt.activation_source, ckpt.warnings) == (want, "config", [])
+    result = export_checkpoint(path, tmp_path / "bundle")
+    assert result.manifest["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
+    assert result.manifest["preprocessing"]["std"] == [0.5, 0.5, 0.5]
 
 
 def test_activation_changes_embeddings(tmp_path):

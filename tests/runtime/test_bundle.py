@@ -8,6 +8,7 @@ from checkpoint_writers import TINY_C4C, write_clip4clip
 from vlrt import Runtime
 from vlrt.errors import VlrtError
 from vlrt.export import export_checkpoint
+from vlrt.export import onnx as onnx_module
 from vlrt.export import validate as validate_module
 from vlrt.runtime.bundle import Bundle
 
@@ -66,6 +67,20 @@ def test_failed_gate_leaves_no_bundle(tmp_path, monkeypatch):
     with pytest.raises(VlrtError, match="parity gate"):
         export_checkpoint(ckpt, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pytorch_model.bin.0"]
+
+
+def test_gate_catches_a_graph_with_fixed_frames_or_words(tmp_path, monkeypatch):
+    """A graph whose frames or words axis is fixed at the traced size fails the gate's short feed."""
+    ckpt = write_clip4clip(tmp_path / "pytorch_model.bin.0", TINY_C4C, seed=0, head="seqTransf")
+    real = onnx_module._dynamic_axes
+
+    def batch_only(spec):
+        return {name: {i: d for i, d in axes.items() if d == "batch"} for name, axes in real(spec).items()}
+
+    monkeypatch.setattr(onnx_module, "_dynamic_axes", batch_only)
+    with pytest.raises(VlrtError, match=r"video.onnx fails on inputs of shapes .*'pixels': \(1, 2, 3"):
+        export_checkpoint(ckpt, tmp_path / "out", max_frames=4)
+    assert not (tmp_path / "out").exists()
 
 
 def test_existing_output_needs_force(bundle_dir, tmp_path):

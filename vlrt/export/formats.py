@@ -132,8 +132,16 @@ class OpenClipFormat(Format):
         return has_openai_layout(sd)
 
     def convert(self, raw: RawCheckpoint, sd: dict[str, Any]) -> Converted:
-        # GELU vs QuickGELU leaves no trace in the weights.
-        return Converted(openai_to_canonical(sd), family="clip", activation=None, activation_source="unknown")
+        sd = openai_to_canonical(sd)
+        if raw.open_clip_config is None:
+            # GELU vs QuickGELU leaves no trace in the weights.
+            return Converted(sd, family="clip", activation=None, activation_source="unknown")
+        # open_clip builds nn.GELU unless the model config sets quick_gelu (the "-quickgelu" models).
+        model_cfg = raw.open_clip_config.get("model_cfg", {})
+        pre = raw.open_clip_config.get("preprocess_cfg", {})
+        return Converted(sd, family="clip", activation="quick_gelu" if model_cfg.get("quick_gelu") else "gelu",
+                         activation_source="config",
+                         preprocessing={k: pre[k] for k in ("mean", "std") if k in pre})
 
 
 class HuggingFaceFormat(Format):

@@ -63,15 +63,20 @@ def load_checkpoint(
     raw = read_checkpoint(path, trust_pickle=trust_pickle)
     sd = unwrap(raw.data)
     fmt = get_format(format) if format else detect_format(raw, sd)
-    conv = fmt.convert(raw, sd)
     warnings: list[str] = []
-    act, act_source = _resolve_activation(conv, activation, warnings, raw.path)
-    cfg = _model_config(conv, act)
-    fam = get_family(family or conv.family)
-    if cfg.head.type not in fam.heads:
-        raise VlrtError(f"family {fam.name!r} has no {cfg.head.type} head; pick one of its heads "
-                        f"{fam.heads} or another --family")
-    model = _build(cfg, conv.state_dict)
+    try:
+        conv = fmt.convert(raw, sd)
+        act, act_source = _resolve_activation(conv, activation, warnings, raw.path)
+        cfg = _model_config(conv, act)
+        fam = get_family(family or conv.family)
+        if cfg.head.type not in fam.heads:
+            raise VlrtError(f"family {fam.name!r} has no {cfg.head.type} head; pick one of its heads "
+                            f"{fam.heads} or another --family")
+        model = _build(cfg, conv.state_dict)
+    except VlrtError as exc:  # name the file, as every other loading error does
+        if str(exc).startswith(str(raw.path)):
+            raise
+        raise VlrtError(f"{raw.path}: {exc}") from None
     words = _resolve_words(max_words or conv.settings.get("max_words") or fam.max_words, cfg)
     frames = max_frames or conv.settings.get("max_frames") or fam.max_frames
     _check_frames(frames, cfg)

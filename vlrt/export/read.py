@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import pickle
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -25,7 +26,11 @@ SUPPORTED_FILES = (
     "a TorchScript archive (OpenAI CLIP release)",
     "a .safetensors file",
     "a Hugging Face CLIPModel directory (config.json + model.safetensors or pytorch_model.bin)",
+    "an open_clip model directory (open_clip_config.json + open_clip_model.safetensors or "
+    "open_clip_pytorch_model.bin)",
 )
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
 @dataclasses.dataclass
@@ -35,6 +40,7 @@ class RawCheckpoint:
     data: dict[str, Any]  # what the file holds: a state dict or a wrapper around one
     hf_config: dict[str, Any] | None = None
     hf_preprocessor: dict[str, Any] | None = None
+    open_clip_config: dict[str, Any] | None = None  # open_clip_config.json beside the weights
 
 
 def read_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> RawCheckpoint:
@@ -42,7 +48,17 @@ def read_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> RawCheck
     if not path.exists():
         raise VlrtError(f"{path}: no such file or directory")
     if path.is_dir():
+        if not (path / "config.json").is_file() and (path / OPEN_CLIP_CONFIG).is_file():
+            return _read_open_clip_dir(path, trust_pickle=trust_pickle)
         return _read_hf_dir(path, trust_pickle=trust_pickle)
+    raw = _read_file(path, trust_pickle=trust_pickle)
+    beside = path.parent / OPEN_CLIP_CONFIG
+    if beside.is_file():
+        raw.open_clip_config = _read_json(beside)
+    return raw
+
+
+def _read_file(path: Path, *, trust_pickle: bool) -> RawCheckpoint:
     if path.stat().st_size == 0:
         raise VlrtError(f"{path}: empty file")
     if path.suffix == ".safetensors":
@@ -85,12 +101,16 @@ def _read_pickle(path: Path, *, trust_pickle: bool, gz: bool = False) -> dict[st
         source = io.BytesIO(gzip.decompress(path.read_bytes())) if gz else str(path)
         data = torch.load(source, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found:
             raise VlrtError(
-                f"{path}: holds Python objects that only full unpickling can load, and unpickling "
-                "can run arbitrary code; if you trust this file, pass --trust-pickle"
+                f"{path}: holds Python objects ({found.group(1)}) that only full unpickling can load, "
+                "and unpickling can run arbitrary code; if you trust this file, pass --trust-pickle"
             ) from None
-        raise VlrtError(f"{path}: not a checkpoint this tool reads ({_first_line(exc)}); "
+        # Other refusals ("Unsupported operand 103") come from bytes that are no torch checkpoint.
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
+        raise VlrtError(f"{path}: not a checkpoint this tool reads "
+                        f"({detail.group(1).strip() if detail else _first_line(exc)}); "
                         f"supported: {'; '.join(SUPPORTED_FILES)}") from None
     except (RuntimeError, EOFError, ValueError, OSError) as exc:  # OSError covers bad gzip
         raise VlrtError(f"{path}: unreadable checkpoint (truncated or corrupt?): {_first_line(exc)}") from None
@@ -121,6 +141,15 @@ def _read_hf_dir(path: Path, *, trust_pickle: bool) -> RawCheckpoint:
         hf_config=_read_json(config_file),
         hf_preprocessor=_read_json(preprocessor) if preprocessor.is_file() else None,
     )
+
+
+def _read_open_clip_dir(path: Path, *, trust_pickle: bool) -> RawCheckpoint:
+    found = next((path / w for w in OPEN_CLIP_WEIGHTS if (path / w).is_file()), None)
+    if found is None:
+        raise VlrtError(f"{path}: no {' or '.join(OPEN_CLIP_WEIGHTS)} beside {OPEN_CLIP_CONFIG}")
+    raw = _read_file(found, trust_pickle=trust_pickle)
+    raw.open_clip_config = _read_json(path / OPEN_CLIP_CONFIG)
+    return raw
 
 
 def _read_json(path: Path) -> dict[str, Any]:
