@@ -1,15 +1,18 @@
-"""`vlrt embed` and `vlrt search` through the real entry point: bad files skipped and reported,
-a killed run resumed with every video indexed exactly once."""
+"""`vlrt embed` and `vlrt search` through the real entry point: bad files skipped and reported
+with their reasons, a killed run resumed with every video indexed exactly once."""
 import json
 import shutil
 import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from bad_corpus import write_corpus
 from checkpoint_writers import TINY_C4C, write_clip4clip
 from video_assets import write_video
 
+from vlrt import Runtime
 from vlrt.export import export_checkpoint
 from vlrt.runtime.index import Index
 
@@ -46,6 +49,23 @@ def test_embed_skips_bad_files_and_search_finds_videos(bundle, tmp_path):
     assert len(hits) == 2 and hits[0]["score"] >= hits[1]["score"] and hits[0]["path"] in index.paths
     again = json.loads(vlrt("embed", bundle, videos, "-o", tmp_path / "idx", "--json").stdout)
     assert (again["embedded"], again["already_indexed"], again["total_in_index"]) == (0, 3, 3)
+
+
+def test_embed_reports_each_bad_file_with_its_reason(bundle, tmp_path):
+    good, bad = write_corpus(tmp_path.resolve())  # `vlrt embed` reports resolved paths
+    (tmp_path / "list.txt").write_text("".join(p + "\n" for p in [*bad, *good]))
+    res = vlrt("embed", bundle, f"@{tmp_path / 'list.txt'}", "-o", tmp_path / "idx", "--json", "--batch-size", 2)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    failed = {f["path"]: f["error"] for f in out["failed"]}
+    assert sorted(failed) == sorted(bad) and out["embedded"] == out["total_in_index"] == len(good)
+    for path, reason in bad.items():
+        assert failed[path].startswith(path + ": ") and reason in failed[path], failed[path]
+    index = Index.open(tmp_path / "idx")
+    assert sorted(index.paths) == sorted(good)
+    rt = Runtime.load(bundle)
+    alone = np.concatenate([rt.encode_videos([p]) for p in index.paths])  # (6, D)
+    assert np.abs(index.embeddings - alone).max() < 1e-5
 
 
 def test_all_files_failing_is_an_error(bundle, tmp_path):

@@ -1,16 +1,20 @@
-"""Videos -> embeddings: the pipeline equals decoding and preprocessing by hand; bad files are
-reported by name while the good ones are embedded."""
-import os
+"""Videos -> embeddings: the pipeline equals decoding and preprocessing by hand; every kind of
+bad file is reported by name and reason while the good ones are embedded; memory stays bounded
+and decoding overlaps encoding."""
+import re
+import threading
+import tracemalloc
+from itertools import zip_longest
 
 import numpy as np
 import pytest
+from bad_corpus import write_corpus
 from checkpoint_writers import TINY_C4C, write_clip4clip
-from video_assets import write_audio_only, write_image, write_video
 
 from vlrt import Runtime
 from vlrt.errors import VlrtError
 from vlrt.export import export_checkpoint
-from vlrt.runtime.pipeline import ClipLoader, encode_stream, sample_indices
+from vlrt.runtime.pipeline import Clip, ClipLoader, encode_stream, sample_indices
 from vlrt.runtime.preprocess import Preprocess
 from vlrt.runtime.video import probe, read_frames
 
@@ -25,22 +29,7 @@ def rt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    good = []
-    for i, (frames, fps) in enumerate([(48, 24), (120, 24), (30, 10)]):
-        write_video(root / f"good{i}.mp4", frames=frames, fps=fps)
-        good.append(str(root / f"good{i}.mp4"))
-    write_video(root / "one_frame.mp4", frames=1)
-    write_image(root / "still.png")
-    good += [str(root / "one_frame.mp4"), str(root / "still.png")]
-    bad = {"empty.mp4": b"", "noise.mp4": os.urandom(5000)}
-    for name, data in bad.items():
-        (root / name).write_bytes(data)
-    full = (root / "good0.mp4").read_bytes()
-    (root / "truncated.mp4").write_bytes(full[:300])
-    write_audio_only(root / "audio.m4a")
-    bad_paths = [str(root / n) for n in [*bad, "truncated.mp4", "audio.m4a", "missing.mp4"]]
-    return good, bad_paths
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def test_sampling_follows_the_manifest(rt, corpus):
@@ -64,28 +53,43 @@ def test_encode_videos_equals_manual_decode(rt, corpus):
     want = rt.encode_frames(pixels, mask)
     got = rt.encode_videos(good, batch_size=2)
     assert np.abs(got - want).max() < 1e-5
-    assert mask.sum(1).tolist() == [2, 4, 3, 1, 1]
+    assert mask.sum(1).tolist() == [2, 4, 3, 1, 1, 1]
 
 
 def test_bad_files_are_reported_and_good_ones_embedded(rt, corpus):
     good, bad = corpus
-    order = [bad[0], good[0], bad[1], bad[2], good[1], bad[3], bad[4], good[2]]
+    order = [p for pair in zip_longest(bad, good) for p in pair if p]  # every batch of 2 mixes both
     loader = ClipLoader(rt.bundle.manifest)
     encode = lambda px, m: rt.encode_frames(px, m, return_frames=True)  # noqa: E731
     results = list(encode_stream(order, loader, encode, batch_size=2))
     assert [r.path for r in results] == order
     for r in results:
         if r.path in bad:
-            assert r.error and os.path.basename(r.path) in r.error and r.embedding is None
+            assert r.embedding is None and r.error.startswith(r.path + ": ") and bad[r.path] in r.error, r.error
         else:
-            assert r.error is None and r.embedding.shape == (TINY_C4C.embed_dim,)
-    assert np.abs(np.stack([r.embedding for r in results if r.path in good]) - rt.encode_videos(good[:3])).max() < 1e-5
+            assert r.error is None, r.error
+    got = {r.path: r.embedding for r in results if r.path in good}
+    alone = np.concatenate([rt.encode_videos([p]) for p in good])  # (6, D)
+    assert sorted(got) == sorted(good) and np.abs(np.stack([got[p] for p in good]) - alone).max() < 1e-5
+
+
+def test_absurd_sizes_are_refused_before_allocating(rt, corpus):
+    _, bad = corpus
+    loader = ClipLoader(rt.bundle.manifest)
+    tracemalloc.start()
+    for path in (p for p in bad if p.endswith(("wide.y4m", "huge.y4m"))):
+        with pytest.raises(VlrtError, match=re.escape(bad[path])):
+            loader(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1 << 20  # one RGB frame of the claimed 60000x4000 would be 720 MB
 
 
 def test_encode_videos_names_the_bad_file(rt, corpus):
     good, bad = corpus
-    with pytest.raises(VlrtError, match="noise.mp4"):
-        rt.encode_videos([good[0], bad[1]])
+    noise = next(p for p in bad if p.endswith("noise.mp4"))
+    with pytest.raises(VlrtError, match="noise.mp4: cannot open"):
+        rt.encode_videos([good[0], noise])
 
 
 def test_fast_mode_is_close_to_exact(rt, corpus):
@@ -94,3 +98,67 @@ def test_fast_mode_is_close_to_exact(rt, corpus):
     fast = rt.encode_videos(good[:3], mode="fast")
     cos = (exact * fast).sum(1)
     assert cos.min() > 0.99 and not np.array_equal(exact, fast)
+
+
+def _fake_clip(path: str) -> Clip:
+    return Clip(path, np.full((2, 3, 1, 1), float(path), np.float32), 2, [0, 1], None)  # (T, 3, S, S)
+
+
+def _fake_encode(pixels, mask):
+    return pixels[:, 0, :, 0, 0], pixels[:, :, :, 0, 0]  # (B, D=3), (B, T, D)
+
+
+def test_memory_stays_bounded_whatever_the_corpus_size():
+    """600 paths, 4 in 5 of them bad in runs of 40: clips loaded but not yet yielded, and paths
+    read ahead of the output, stay within encode_stream's documented bounds."""
+    batch, in_flight, n = 4, 6, 600
+    lock = threading.Lock()
+    count = {"pulled": 0, "yielded": 0, "ahead": 0, "live": 0, "peak_live": 0}
+
+    def paths():
+        for i in range(n):
+            count["pulled"] += 1  # the generator runs in the consumer's thread, as yielding does
+            count["ahead"] = max(count["ahead"], count["pulled"] - count["yielded"])
+            yield str(i)
+
+    def loader(path):
+        if int(path) % 50 < 40:
+            raise VlrtError(f"{path}: bad")
+        with lock:
+            count["live"] += 1
+            count["peak_live"] = max(count["peak_live"], count["live"])
+        return _fake_clip(path)
+
+    results = []
+    for r in encode_stream(paths(), loader, _fake_encode, batch_size=batch, workers=3, in_flight=in_flight):
+        count["yielded"] += 1
+        with lock:
+            count["live"] -= r.clip is not None
+        results.append((r.path, r.error, None if r.embedding is None else r.embedding[0]))
+    assert results == [(str(i), f"{i}: bad", None) if i % 50 < 40 else (str(i), None, i) for i in range(n)]
+    assert batch <= count["peak_live"] <= in_flight + batch - 1
+    assert in_flight <= count["ahead"] <= in_flight + 2 * batch - 1
+
+
+def test_decoding_overlaps_encoding():
+    """Encoding batch 1 and loading the first clip of batch 2 meet at a barrier: a pipeline that
+    decoded only between encoder calls would break it."""
+    meet = threading.Barrier(2, timeout=10)
+    calls = []
+
+    def loader(path):
+        if path == "2":
+            meet.wait()
+        return _fake_clip(path)
+
+    def encode(pixels, mask):
+        if not calls:
+            try:
+                meet.wait()
+            except threading.BrokenBarrierError:
+                pytest.fail("no clip of batch 2 was loading while batch 1 was encoded")
+        calls.append(len(pixels))
+        return _fake_encode(pixels, mask)
+
+    results = list(encode_stream(map(str, range(6)), loader, encode, batch_size=2, workers=2))
+    assert calls == [2, 2, 2] and [r.embedding[0] for r in results] == [0, 1, 2, 3, 4, 5]

@@ -19,7 +19,14 @@ from video_assets import (
 )
 
 from vlrt.errors import VlrtError
-from vlrt.runtime.video import DecodeStats, probe, read_frames, read_frames_av
+from vlrt.runtime.video import (
+    DecodeStats,
+    frame_indices_at,
+    probe,
+    read_frames,
+    read_frames_at,
+    read_frames_av,
+)
 
 CODECS = [  # (codec, suffix)
     ("libx264", ".mp4"), ("libx265", ".mp4"), ("libvpx-vp9", ".webm"), ("mpeg4", ".avi"),
@@ -28,6 +35,7 @@ CODECS = [  # (codec, suffix)
 ]
 SCATTERED = [0, 5, 17, 23, 40, 47]
 SHUFFLED = [47, 3, 3, 40, 0, 17, 47, 12, 11]
+SEEKING = [40, 5, 5, 47, 17, 0, 30, 23, 13, 12]  # keyframes 12 and 36 must be sought, once each
 
 
 def sequential(path) -> list[np.ndarray]:
@@ -137,6 +145,44 @@ def test_late_start(tmp_path, suffix):
     assert [frame_index(f) for f in read_frames(path, [0, 47], info=info)] == [0, 47]
 
 
+def _assert_read_at(path, info, times, expected):
+    assert frame_indices_at(info, times) == expected
+    frames = read_frames_at(path, times, info=info)
+    assert [frame_index(f) for f in frames] == expected
+    for i, a, b in zip(expected, frames, read_frames(path, expected, info=info)):
+        np.testing.assert_array_equal(a, b, err_msg=f"{path.name} frame {i}")
+
+
+def test_times_on_a_vfr_file_pick_the_frame_on_screen(tmp_path):
+    path = tmp_path / "vfr.mp4"
+    write_video(path, vfr=True)  # frames at 0, 1, 4, 6, 7, 8, 10, ... 78 / 48 s (exact in MP4)
+    info = probe(path)
+    t = [0.0, 1 / 48, 3 / 48, 4 / 48 - 1e-6, 4 / 48, 10 / 48, 11.5 / 48, 78 / 48, info.duration]
+    _assert_read_at(path, info, t, [0, 1, 1, 1, 2, 6, 7, 47, 47])
+    shown = [ts - info.start_time for ts in info.timestamps]
+    assert frame_indices_at(info, shown) == list(range(48))
+    assert frame_indices_at(info, np.diff(shown) / 2 + shown[:-1]) == list(range(47))
+    for bad in (-1e-6, float("nan"), info.duration + 1e-6, float("inf")):
+        with pytest.raises(VlrtError, match=r"vfr\.mp4: time .* is outside the video"):
+            frame_indices_at(info, [0.5, bad])
+    for bad in (["1s"], 0.5, [[0.5]]):
+        with pytest.raises(VlrtError, match="times must be"):
+            read_frames_at(path, bad, info=info)
+    assert read_frames_at(path, [], info=info) == []
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_times_count_from_the_first_frame_of_a_late_file(tmp_path, suffix):
+    path = tmp_path / f"late{suffix}"
+    write_video(path, start_pts=30)  # MKV rounds pts to ms
+    info = probe(path)
+    assert info.start_time == pytest.approx(1.25, abs=1e-3)
+    # 0.5 s is half a second into the video (frame 12), not a time before the stream starts.
+    t = [0.5, 0.0, 0.5 - 1e-6, 30.5 / 24, info.duration, info.timestamps[47] - info.start_time, 0.5]
+    _assert_read_at(path, info, t, [12, 0, 11, 30, 47, 47, 12])
+    assert [frame_index(f) for f in read_frames_at(path, [1.0])] == [24]  # probes itself
+
+
 @pytest.mark.parametrize("rotation,suffix", [(90, ".mp4"), (180, ".mp4"), (270, ".mp4"), (90, ".mkv")])
 def test_rotated_frames_come_out_upright(tmp_path, rotation, suffix):
     path = tmp_path / f"rot{rotation}{suffix}"
@@ -151,6 +197,51 @@ def test_rotated_frames_come_out_upright(tmp_path, rotation, suffix):
     assert all(f.shape == (96, 160, 3) and f.flags.c_contiguous for f in frames)
     assert [marker_corner(f) for f in frames] == ["tl"] * 3
     assert [frame_index(f) for f in frames] == [0, 13, 23]
+
+
+VFR, LATE = {"vfr": True}, {"start_pts": 30}
+SEEK_CASES = [  # (codec, suffix, write_video options): what the unrotated CFR matrix misses
+    ("libx264", ".mp4", {"rotation": 90}), ("libx264", ".mp4", {"rotation": 180}),
+    ("libx264", ".mp4", {"rotation": 270}), ("libx264", ".mkv", {"rotation": 90}),
+    ("libx265", ".mp4", {"rotation": 270}), ("libvpx-vp9", ".webm", {"rotation": 90}),
+    ("mpeg4", ".mp4", {"rotation": 180}),
+    ("libx264", ".mp4", VFR), ("libx264", ".mkv", VFR), ("libx265", ".mp4", VFR),
+    ("libvpx-vp9", ".webm", VFR), ("mpeg4", ".mp4", VFR),
+    ("libx264", ".mp4", LATE), ("libx264", ".mkv", LATE), ("libx264", ".ts", LATE),
+    ("libx265", ".mkv", LATE), ("libvpx-vp9", ".webm", LATE), ("mpeg4", ".avi", LATE),
+    ("libx264", ".mp4", {"rotation": 90, "vfr": True, "start_pts": 7}),
+]
+
+
+@pytest.mark.parametrize("codec,suffix,options", SEEK_CASES, ids=lambda v: str(v).replace(" ", ""))
+def test_seeking_on_rotated_vfr_and_late_files_equals_a_sequential_decode(tmp_path, codec, suffix,
+                                                                          options):
+    path = tmp_path / f"{codec}{suffix}"
+    write_video(path, codec=codec, **options)
+    ref = sequential(path)
+    assert [frame_index(f) for f in ref] == list(range(48))  # the reference is complete and upright
+    assert {marker_corner(f) for f in ref} == {"tl"}
+    info = probe(path)
+    assert info.rotation == options.get("rotation", 0) and info.keyframes[:4] == (0, 12, 24, 36)
+    stats = DecodeStats()
+    for i, f in zip(SEEKING, read_frames(path, SEEKING, info=info, stats=stats)):
+        np.testing.assert_array_equal(f, ref[i], err_msg=f"{path.name} frame {i}")
+    # 0..5, 12..30, 36..47 plus reordering: a seek that lands a GOP early decodes 12 more.
+    assert stats.seeks >= 2 and stats.frames_decoded <= 40, stats
+
+
+def test_vfr_mp4_seeks_land_on_the_keyframe(tmp_path):
+    """MP4 seeks by dts + the first frame's pts - dts; this file's later keyframes have a smaller
+    pts - dts, so aiming at their own pts landed on the keyframe before (13 frames decoded)."""
+    path = tmp_path / "vfr.mp4"
+    write_video(path, vfr=True)
+    info = probe(path)
+    delays = [info.pts[k] - d for k, d in zip(info.keyframes, info.keyframe_dts)]  # pts - dts
+    assert min(delays[1:]) < delays[0]
+    for k in info.keyframes[1:]:
+        stats = DecodeStats()
+        assert [frame_index(f) for f in read_frames(path, [k], info=info, stats=stats)] == [k]
+        assert (stats.seeks, stats.frames_decoded) == (1, 1), k
 
 
 def test_jpeg_exif_orientation_is_applied(tmp_path):

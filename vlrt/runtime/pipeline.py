@@ -100,6 +100,10 @@ def encode_stream(paths: Iterable[str], loader: Callable[[str], Clip], encode, *
     """Yield one Result per path, in input order; a bad video yields its error and the rest go on.
 
     `encode(pixels (B, T, 3, S, S), mask (B, T))` returns (video (B, D), frames (B, T, D)).
+    Whatever the length of `paths`, at most `in_flight + batch_size - 1` clips are loading or
+    loaded and not yet yielded, and `paths` is read at most `in_flight + 2 * batch_size - 1`
+    items ahead of the results: an error comes out once no clip waits before it, and a run of
+    errors after a clip sends a short batch to the encoder.
     """
     in_flight = in_flight or max(2 * batch_size, 2 * workers)
     with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlrt-decode") as pool:
@@ -116,7 +120,8 @@ def encode_stream(paths: Iterable[str], loader: Callable[[str], Clip], encode, *
                     pending.append((str(path), pool.submit(loader, path)))
             if pending:
                 ready.append(collect(*pending.popleft()))
-            if len([r for r in ready if r.clip is not None]) >= batch_size or (exhausted and not pending):
+            clips = sum(r.clip is not None for r in ready)
+            if clips >= batch_size or not clips or len(ready) >= 2 * batch_size or (exhausted and not pending):
                 yield from _encode_ready(ready, encode)
                 ready = []
 

@@ -10,6 +10,9 @@ decoded frames to indices by pts. It seeks only when that is cheaper than decodi
 the decoder is. Frames come out rotated as players show them: PyAV does not apply the display
 matrix, so its rotation is read from the frame and applied with `np.rot90`.
 
+`frame_indices_at` turns times (seconds since the first frame) into the indices of the frames a
+player shows then, from the real pts; `read_frames_at` reads those frames with `read_frames`.
+
 Each video gets one decode thread: callers decode many videos in parallel, and FFmpeg's own
 threads would only compete with them.
 """
@@ -28,6 +31,7 @@ import numpy as np
 from vlrt.errors import VlrtError
 
 MAX_SIDE = 16384  # larger claimed sizes are corrupt or hostile files: refuse before decoding
+TIME_TOLERANCE_S = 1e-9  # this far below a frame's pts is float rounding: that frame is shown
 OPEN_TIMEOUT_S = 30.0  # FFmpeg's I/O interrupt: a stalled (network) read fails instead of hanging
 PixelFormat = Literal["rgb24", "bgr24"]
 
@@ -234,6 +238,8 @@ class _Cursor:
         self.seek_floor: int | None = None  # after a seek: the keyframe the decoder must start at
         self.key_dts = dict(zip(info.keyframes, info.keyframe_dts))
         self.by_dts = False  # seek to keyframes' dts: set once seeking by pts overshoots
+        first = info.keyframes[0]
+        self.dts_shift = info.pts[first] - self.key_dts.get(first, info.pts[first])  # see _seek
         self.frames = self._decode()
 
     def _decode(self) -> Iterator[Any]:
@@ -252,13 +258,16 @@ class _Cursor:
     def _seek(self, key: int, index: int) -> None:
         """Seek so that decoding starts at keyframe `key` (or earlier) to reach frame `index`.
 
-        Demuxers turn a pts into a keyframe differently: MP4 searches dts + a constant shift,
-        Matroska keyframe pts, MPEG-TS dts, roughly. Aiming at the wanted frame's own pts lands
-        on its keyframe or an earlier one for the first two; where it lands later, `_next` sees
+        Demuxers turn a pts into a keyframe differently: MP4 searches dts + a constant shift (the
+        first frame's pts - dts), Matroska keyframe pts, MPEG-TS dts, roughly. Aiming at the
+        wanted frame's own pts, but no earlier than the keyframe's dts + that shift, lands on its
+        keyframe for the first two. (Aiming at the pts alone landed a GOP early in VFR MP4, where
+        a keyframe's pts - dts can be less than the first frame's: right frames, but up to a GOP
+        more decoding per seek, and nothing to notice it by.) Where it lands later, `_next` sees
         it and the cursor seeks to keyframes' dts from then on.
         """
-        pts = self.info.pts
-        target = self.key_dts.get(key, pts[key]) if self.by_dts else pts[index]
+        dts = self.key_dts.get(key, self.info.pts[key])
+        target = dts if self.by_dts else max(self.info.pts[index], dts + self.dts_shift)
         self.container.seek(target, backward=True, stream=self.stream)  # also flushes the decoder
         self.stats.seeks += 1
         self.frames, self.pos, self.seek_floor = self._decode(), -1, key
@@ -373,3 +382,38 @@ def read_frames_av(path: str | os.PathLike, indices: Sequence[int], *, info: Vid
     info = info if info is not None else probe(path)
     frames = dict(_iter_frames(path, indices, info, stats))
     return [frames[int(i)] for i in indices]
+
+
+def frame_indices_at(info: VideoInfo, times: Sequence[float]) -> list[int]:
+    """The index of the frame a player shows at each time: the last frame whose pts <= t.
+
+    Times are seconds since the first frame (its pts, `info.start_time`, is time 0), as players
+    count them, so a file that starts late needs no offset; add `start_time` to get stream time.
+    Any t in [0, info.duration] is valid, the last frame staying on screen to the end. Negative,
+    NaN or later times raise VlrtError: a time outside the video is a caller's bug that clamping
+    would hide. From the real pts, so VFR files map exactly; a stream without timestamps has
+    nominal ones (index / fps).
+    """
+    try:
+        t = np.asarray(times, dtype=np.float64)  # (N,)
+    except (TypeError, ValueError):
+        raise VlrtError(f"{info.path}: times must be numbers of seconds, got {times!r:.80}") from None
+    if t.ndim != 1:
+        raise VlrtError(f"{info.path}: times must be a sequence of seconds, got {times!r:.80}")
+    outside = np.flatnonzero(~((t >= 0) & (t <= info.duration + TIME_TOLERANCE_S)))  # NaN too
+    if outside.size:
+        k = outside[0]
+        raise VlrtError(f"{info.path}: time {float(t[k])} s (times[{k}]) is outside the video, "
+                        f"0..{info.duration:.9g} s from its first frame")
+    shown = np.asarray(info.timestamps) - info.start_time  # (num_frames,) from 0, increasing
+    return [int(i) for i in np.searchsorted(shown, t + TIME_TOLERANCE_S, side="right") - 1]
+
+
+def read_frames_at(path: str | os.PathLike, times: Sequence[float], *, info: VideoInfo | None = None,
+                   format: PixelFormat = "rgb24", stats: DecodeStats | None = None) -> list[np.ndarray]:
+    """The frames a player shows at `times` (seconds since the first frame; see
+    `frame_indices_at`), read exactly as `read_frames` reads them: same options, same arrays.
+    """
+    path = os.fspath(path)
+    info = info if info is not None else probe(path)
+    return read_frames(path, frame_indices_at(info, times), info=info, format=format, stats=stats)
