@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -32,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, write_result
+from common import RESULTS, machine, write_result
 
 from vlrt.speed import min_cosine, ort_session, timed
 
@@ -151,7 +150,7 @@ def run(args) -> dict:
     for r in rows:
         r["vs_ort_fp32"] = r["frames_per_s"] / base
     return {
-        "benchmark": "build-cpu", "date": time.strftime("%Y-%m-%d %H:%M"), "machine": _machine(),
+        "benchmark": "build-cpu", "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
         "versions": {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "torch": torch.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
         "setup": {"model": f"{args.config} + seqTransf (4 layers), random weights", "batch":
@@ -163,13 +162,6 @@ def run(args) -> dict:
         "rows": rows,
         "retrieval": retrieval(work),
     }
-
-
-def _machine() -> str:
-    from vlrt.runtime.bundle import machine_fingerprint
-
-    m = machine_fingerprint()
-    return f"{m['cpu']} ({m['arch']}; {', '.join(m['isa'])}), {os.cpu_count()} cores, no GPU"
 
 
 def markdown(result: dict) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -14,3 +15,11 @@ def write_result(out: str | Path, result: dict, markdown: str) -> None:
     out.write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown)
     print(markdown)
+
+
+def machine() -> str:
+    """The CPU model, its vector extensions and core count: results hold only on such a CPU."""
+    from vlrt.runtime.bundle import machine_fingerprint
+
+    m = machine_fingerprint()
+    return f"{m['cpu']} ({m['arch']}; {', '.join(m['isa'])}), {os.cpu_count()} cores, no GPU"

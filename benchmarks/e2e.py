@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, write_result
+from common import RESULTS, machine, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the checked-in test-video generator
@@ -94,6 +94,7 @@ def timed(fn, repeats: int):
 
 
 def run(args) -> dict:
+    import av
     import onnxruntime
     import torch
 
@@ -146,8 +147,10 @@ def run(args) -> dict:
     for r in rows:
         r["vs_naive"] = r["videos_per_s"] / base
     return {
-        "benchmark": "e2e", "date": time.strftime("%Y-%m-%d"), "machine": _machine(),
-        "versions": {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "benchmark": "e2e", "date": time.strftime("%Y-%m-%d"), "machine": machine(),
+        "versions": {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "av": av.__version__,
+                     "ffmpeg": ".".join(map(str, av.library_versions["libavcodec"])) + " (libavcodec)",
+                     "python": platform.python_version()},
         "setup": {"videos": len(paths), "seconds": args.seconds, "size": f"{args.width}x{args.height}", "fps": args.fps,
                   "codec": "h264", "gop": 2 * args.fps, "model": f"{args.config} + seqTransf (random weights)",
                   "max_frames": manifest["max_frames"], "sampling": manifest["sampling"], "sampled_frames": sampled_frames,
@@ -156,14 +159,6 @@ def run(args) -> dict:
         "rows": rows,
         "slower_of_decode_and_encode_videos_per_s": min(rows[1]["videos_per_s"], rows[2]["videos_per_s"]),
     }
-
-
-def _machine() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor()
-    return f"{model}, {os.cpu_count()} cores, no GPU"
 
 
 def markdown(result: dict) -> str:
