@@ -8,6 +8,7 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
+from bad_corpus import cost_in_child, write_png_bomb, write_y4m
 from video_assets import (
     frame_index,
     frame_pixels,
@@ -20,6 +21,8 @@ from video_assets import (
 
 from vlrt.errors import VlrtError
 from vlrt.runtime.video import (
+    MAX_PIXELS,
+    MAX_SIDE,
     DecodeStats,
     frame_indices_at,
     probe,
@@ -327,6 +330,59 @@ def test_bad_inputs_raise_vlrt_errors_naming_the_file(videos, tmp_path):
         with pytest.raises(VlrtError) as e:
             read_frames(tmp_path / name, [0])
         assert name in str(e.value) and reasons.get(name, "") in str(e.value), str(e.value)
+
+
+def _write_png_mov(path, frames: list[bytes]) -> None:
+    """A MOV of PNG frames muxed as they are: the container says 16x16, whatever they hold."""
+    with av.open(str(path), "w", format="mov") as out:
+        stream = out.add_stream("png", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "gray"
+        for i, data in enumerate(frames):
+            packet = av.Packet(data)
+            packet.stream, packet.pts, packet.dts = stream, i, i
+            packet.time_base, packet.is_keyframe = Fraction(1, 24), True
+            out.mux(packet)
+
+
+def test_oversized_frames_cost_nothing_to_refuse(tmp_path):
+    """A 250 KB PNG of 16000x16000 zeros, a real (sparse) 16000x16000 raw frame, and the PNG as the
+    second frame of a video whose first frame and container say 16x16: refused by their sizes, at
+    a few MB and ms (unlimited, reading each cost about 1 GB and 2 to 6 s)."""
+    bomb = write_png_bomb(tmp_path / "bomb.png", 16000, 16000)
+    raw = write_y4m(tmp_path / "raw.y4m", 16000, 16000)
+    small = write_png_bomb(tmp_path / "small.png", 16, 16)
+    _write_png_mov(tmp_path / "mixed.mov", [small.read_bytes(), bomb.read_bytes()])
+    assert probe(tmp_path / "mixed.mov").num_frames == 2  # frame 1 is only found out by decoding it
+    setup = ("from vlrt.runtime.video import probe, read_frames\n"
+             "def call(path):\n"
+             "    read_frames(path, [probe(path).num_frames - 1])")
+    seconds, mb, errors = cost_in_child(setup, [str(bomb), str(raw), str(tmp_path / "mixed.mov")])
+    assert errors == [
+        f"{bomb}: frame size unknown or over {MAX_PIXELS} pixels (FFmpeg read none from the png stream)",
+        (f"{raw}: claimed frame size 16000x16000 is outside the limits: 1..{MAX_SIDE} px a side, "
+         f"{MAX_PIXELS} px in all"),
+        f"{tmp_path / 'mixed.mov'}: frame 1 of 2 did not decode (corrupt, or over {MAX_PIXELS} pixels)"]
+    assert mb < 100 and seconds < 3, (mb, seconds)
+
+
+def test_8k_uhd_decodes(tmp_path):
+    path = write_y4m(tmp_path / "8k.y4m", 7680, 4320)
+    info = probe(path)
+    assert (info.width, info.height, info.num_frames) == (7680, 4320, 1)
+    (frame,) = read_frames(path, [0], info=info)
+    assert frame.shape == (4320, 7680, 3) and (frame == frame[0, 0]).all()  # one solid colour
+
+
+def test_the_pixel_limit_is_exact(tmp_path):
+    """FFmpeg checks a frame padded to an aligned width: a frame within MAX_PIXELS whose padded
+    size is over it still decodes, and one row more is refused by vlrt, naming its size."""
+    width = 7681
+    height = MAX_PIXELS // width  # 7681x8736: width * height <= MAX_PIXELS < 7744 * height
+    assert (width + 63) // 64 * 64 * height > MAX_PIXELS
+    info = probe(write_png_bomb(tmp_path / "limit.png", width, height))
+    assert (info.width, info.height, info.num_frames) == (width, height, 1)
+    with pytest.raises(VlrtError, match=f"claimed frame size {width}x{height + 1} is outside the limits"):
+        probe(write_png_bomb(tmp_path / "over.png", width, height + 1))
 
 
 def test_bad_requests(videos):

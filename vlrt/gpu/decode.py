@@ -36,7 +36,17 @@ from vlrt.gpu.support import describe_stream, nvdec_refusal
 # The CPU path's exact-index machinery, shared rather than copied: `_Cursor` decodes wanted frames
 # from an open container by keyframe seeks and pts matching; the GPU path hands it a container
 # opened with NVDEC. (A public `hwaccel=` seam in vlrt.runtime.video would be tidier.)
-from vlrt.runtime.video import OPEN_TIMEOUT_S, DecodeStats, VideoInfo, _check_file, _Cursor, _open, _wanted, probe
+from vlrt.runtime.video import (
+    DECODER_LIMITS,
+    OPEN_TIMEOUT_S,
+    DecodeStats,
+    VideoInfo,
+    _check_file,
+    _Cursor,
+    _open,
+    _wanted,
+    probe,
+)
 from vlrt.runtime.video import read_frames as cpu_read_frames
 
 Fallback = Literal["cpu", "error"]
@@ -147,7 +157,9 @@ class GpuDecoder:
             raise _Refused(f"PyAV {av.__version__} cannot keep decoded frames on the GPU (needs >= 18.1)") from None
         _check_file(path)
         try:
-            container = av.open(path, hwaccel=accel, timeout=OPEN_TIMEOUT_S)
+            # The CPU path's size limit: the probing decode in av.open gets it here, and the stream's
+            # decoder from _Cursor.
+            container = av.open(path, hwaccel=accel, timeout=OPEN_TIMEOUT_S, options=DECODER_LIMITS)
         except (av.FFmpegError, OSError) as err:
             raise _Refused(f"FFmpeg could not open the file with NVDEC ({err})") from None
         with container:

@@ -30,7 +30,15 @@ import numpy as np
 
 from vlrt.errors import VlrtError
 
-MAX_SIDE = 16384  # larger claimed sizes are corrupt or hostile files: refuse before decoding
+# Larger frames are corrupt or hostile files (a 250 KB PNG can claim 16000x16000): refused before
+# FFmpeg allocates them. MAX_PIXELS admits 8K UHD (7680x4320, 33 Mpx), DCI 8K (8192x4320), 8192x4096
+# 360-degree video and 50 MP photos; a frame at the limit is 100 MB as YUV 4:2:0, 200 MB as RGB.
+MAX_SIDE = 16384
+MAX_PIXELS = 8192 * 8192
+# FFmpeg's own check, given to the probing decode inside av.open and to each stream's decoder
+# (the open option does not reach those). FFmpeg checks sizes padded for alignment (< 64 px a
+# side more), hence the margin: the exact limit is vlrt's own check, `_check_size`.
+DECODER_LIMITS = {"max_pixels": str(MAX_PIXELS + 192 * MAX_SIDE)}
 TIME_TOLERANCE_S = 1e-9  # this far below a frame's pts is float rounding: that frame is shown
 OPEN_TIMEOUT_S = 30.0  # FFmpeg's I/O interrupt: a stalled (network) read fails instead of hanging
 PixelFormat = Literal["rgb24", "bgr24"]
@@ -84,10 +92,35 @@ def _check_file(path: str) -> None:
         raise VlrtError(f"{path}: file is empty (0 bytes)")
 
 
+def _check_size(path: str, what: str, width: int, height: int) -> None:
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE and width * height <= MAX_PIXELS):
+        raise VlrtError(f"{path}: {what} frame size {width}x{height} is outside the limits: "
+                        f"1..{MAX_SIDE} px a side, {MAX_PIXELS} px in all")
+
+
+def _check_y4m_header(path: str) -> None:
+    """Refuse a YUV4MPEG2 file whose header claims too large a frame. FFmpeg reads a raw frame
+    whole, as one packet, while opening the file: before any size check (360 MB for 60000x4000)."""
+    try:
+        with open(path, "rb") as f:
+            line = f.read(256).split(b"\n", 1)[0]
+    except OSError:
+        return  # av.open reports it
+    if not line.startswith(b"YUV4MPEG2"):
+        return
+    tags = {token[:1]: token[1:] for token in line.split()[1:]}  # the last W / H wins, as in FFmpeg
+    try:
+        width, height = int(tags[b"W"]), int(tags[b"H"])
+    except (KeyError, ValueError):
+        return  # FFmpeg reports the broken header
+    _check_size(path, "claimed", width, height)
+
+
 def _open(path: str) -> Any:
     av = _av()
+    _check_y4m_header(path)
     try:
-        return av.open(path, timeout=OPEN_TIMEOUT_S)
+        return av.open(path, timeout=OPEN_TIMEOUT_S, options=DECODER_LIMITS)
     except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
         raise VlrtError(f"{path}: cannot open as a video or image ({e})") from None
 
@@ -103,10 +136,19 @@ def _video_stream(container: Any, path: str) -> Any:
     if best is None or best not in streams:
         best = max(streams, key=lambda s: s.codec_context.width * s.codec_context.height)
     cc = best.codec_context
-    if not (0 < cc.width <= MAX_SIDE and 0 < cc.height <= MAX_SIDE):
-        raise VlrtError(f"{path}: claimed frame size {cc.width}x{cc.height} is outside 1..{MAX_SIDE}")
-    cc.thread_count = 1
+    if not (cc.width and cc.height):  # FFmpeg's probing decode refused the size, or found none
+        raise VlrtError(f"{path}: frame size unknown or over {MAX_PIXELS} pixels "
+                        f"(FFmpeg read none from the {cc.name} stream)")
+    _check_size(path, "claimed", cc.width, cc.height)
+    _limit_decoder(best)
     return best
+
+
+def _limit_decoder(stream: Any) -> None:
+    """Before a stream's first decode: one thread (see the module docstring) and the size limit."""
+    cc = stream.codec_context
+    cc.thread_count = 1
+    cc.options = {**cc.options, **DECODER_LIMITS}
 
 
 def _decode_packet(stream: Any, packet: Any) -> list[Any]:
@@ -171,7 +213,7 @@ def _count_decoded(path: str, stream_index: int) -> int:
     """Frames a full decode gives: the only count an untimed (elementary) stream has."""
     with _open(path) as container:
         stream = container.streams[stream_index]
-        stream.codec_context.thread_count = 1
+        _limit_decoder(stream)
         n = sum(len(_decode_packet(stream, p)) for p in _packets(container, stream))
         return n + len(_decode_packet(stream, None))
 
@@ -214,8 +256,7 @@ def _info(path: str, stream: Any, first: Any, fps: float, pts: tuple[int, ...],
           timed: bool) -> VideoInfo:
     rotation = _rotation(first, stream)
     w, h = (first.height, first.width) if rotation % 180 else (first.width, first.height)
-    if not (0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE):
-        raise VlrtError(f"{path}: decoded frame size {w}x{h} is outside 1..{MAX_SIDE}")
+    _check_size(path, "decoded", w, h)
     seconds = tuple(float(t * tb) for t in pts)
     return VideoInfo(
         path=path, width=w, height=h, rotation=rotation, codec=stream.codec_context.name,
@@ -231,7 +272,7 @@ class _Cursor:
     def __init__(self, container: Any, info: VideoInfo, wanted: list[int], stats: DecodeStats):
         self.container, self.info, self.stats = container, info, stats
         self.stream = container.streams[info.stream_index]
-        self.stream.codec_context.thread_count = 1
+        _limit_decoder(self.stream)
         self.index_of = {t: i for i, t in enumerate(info.pts)}
         self.wanted_pts = {info.pts[i] for i in wanted}
         self.pos = -1  # index of the last frame decoded (-1: before the first)
@@ -312,7 +353,8 @@ class _Cursor:
         else:
             if self.seek_floor is not None:  # nothing decoded after the seek: it overshot too
                 return None
-        raise VlrtError(f"{self.info.path}: frame {index} of {self.info.num_frames} did not decode")
+        raise VlrtError(f"{self.info.path}: frame {index} of {self.info.num_frames} did not decode "
+                        f"(corrupt, or over {MAX_PIXELS} pixels)")
 
 
 def _wanted(info: VideoInfo, indices: Sequence[int]) -> list[int]:
