@@ -2,9 +2,10 @@
 
 No pretrained weights can be downloaded where vlrt is developed, so the default model is trained
 on videos this module renders. Captions name the count, size, colour and shape of the objects,
-the direction they move and the background, e.g. "two small red circles move to the left on a
-white background". Direction needs more than one frame: a single frame cannot tell "left" from
-"right", which is what makes these videos a test of a model's temporal head.
+the direction and speed they move and the background, e.g. "two small red circles move slowly to
+the left on a white background". Direction and speed need more than one frame: a single frame
+cannot tell "left" from "right" or "slowly" from "quickly", which is what makes these videos a
+test of a model's temporal head.
 
 Everything is deterministic by seed. Train and test captions are disjoint: a caption (one
 combination of attributes) belongs to exactly one split, chosen by a hash of the caption, so test
@@ -15,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -28,8 +29,13 @@ SHAPES = ("circle", "square", "triangle")
 MOTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "still": (0, 0)}
 BACKGROUNDS = {"black": (15, 15, 15), "gray": (128, 128, 128), "white": (240, 240, 240)}
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up", "still": "left"}
+SPEEDS = {"slowly": 0.25, "quickly": 0.6}  # fraction of the frame crossed from first to last frame
+OTHER_SPEED = {"slowly": "quickly", "quickly": "slowly"}
 MOTION_PHRASE = {"left": "to the left", "right": "to the right", "up": "up", "down": "down"}
 TEST_FRACTION = 0.2
+# Part of every written clip's cache name: bump it whenever the same (scene, seed) renders
+# differently, so that no cache serves clips of an older generator.
+RENDER_VERSION = 2
 
 Split = Literal["train", "test"]
 
@@ -42,6 +48,11 @@ class Scene:
     shape: str
     motion: str
     background: str
+    speed: str = ""  # "slowly" or "quickly" for moving objects, "" for still ones
+
+    def __post_init__(self) -> None:
+        if (self.motion == "still") != (self.speed == ""):
+            raise ValueError(f"motion {self.motion!r} with speed {self.speed!r}")
 
     @property
     def caption(self) -> str:
@@ -50,7 +61,7 @@ class Scene:
         if self.motion == "still":
             verb = "stay still" if self.count > 1 else "stays still"
         else:
-            verb = f"{'move' if self.count > 1 else 'moves'} {MOTION_PHRASE[self.motion]}"
+            verb = f"{'move' if self.count > 1 else 'moves'} {self.speed} {MOTION_PHRASE[self.motion]}"
         return f"{noun} {verb} on a {self.background} background"
 
     @property
@@ -58,17 +69,28 @@ class Scene:
         digest = hashlib.sha256(self.caption.encode()).digest()
         return "test" if int.from_bytes(digest[:4], "big") / 2**32 < TEST_FRACTION else "train"
 
-    def with_motion(self, motion: str) -> "Scene":
-        return dataclasses.replace(self, motion=motion)
+    def with_motion(self, motion: str, speed: str | None = None) -> "Scene":
+        """The same scene moving another way (at its own speed, or "slowly" if it was still)."""
+        speed = "" if motion == "still" else speed or self.speed or "slowly"
+        return dataclasses.replace(self, motion=motion, speed=speed)
 
 
 def all_scenes() -> list[Scene]:
     """Every attribute combination, in a fixed order (each is one caption)."""
-    return [Scene(*combo) for combo in itertools.product(COUNTS, SIZES, COLOURS, SHAPES, MOTIONS, BACKGROUNDS)]
+    return [Scene(*combo, speed=speed)
+            for combo in itertools.product(COUNTS, SIZES, COLOURS, SHAPES, MOTIONS, BACKGROUNDS)
+            for speed in ([""] if combo[4] == "still" else SPEEDS)]
 
 
 def scenes(split: Split) -> list[Scene]:
     return [s for s in all_scenes() if s.split == split]
+
+
+def probes(scenes: list[Scene]) -> dict[str, list[str]]:
+    """For moving scenes, the captions that only time tells apart from their own: the opposite
+    direction and the other speed (same objects, same background)."""
+    return {"direction": [s.with_motion(OPPOSITE[s.motion]).caption for s in scenes],
+            "speed": [dataclasses.replace(s, speed=OTHER_SPEED[s.speed]).caption for s in scenes]}
 
 
 def _mask(shape: str, yy: np.ndarray, xx: np.ndarray, cx: float, cy: float, r: float) -> np.ndarray:
@@ -86,7 +108,7 @@ def _tracks(scene: Scene, rng: np.random.Generator, frames: int) -> list[np.ndar
     """(frames, 2) centre positions in [0, 1] per object: a straight path across the frame."""
     dx, dy = MOTIONS[scene.motion]
     r = SIZES[scene.size]
-    travel = 0.55  # fraction of the frame covered, start to end
+    travel = SPEEDS.get(scene.speed, 0.0)
     lanes = [0.5] if scene.count == 1 else [0.3, 0.7]
     tracks = []
     for lane in rng.permutation(lanes):
@@ -103,21 +125,24 @@ def _tracks(scene: Scene, rng: np.random.Generator, frames: int) -> list[np.ndar
     return tracks
 
 
-def render(scene: Scene, *, seed: int, frames: int = 16, size: int = 64) -> np.ndarray:
-    """(frames, size, size, 3) uint8 RGB frames of one scene; deterministic by seed."""
+def render(scene: Scene, *, seed: int, frames: int = 16, size: int = 64,
+           only: Sequence[int] | None = None) -> np.ndarray:
+    """(frames, size, size, 3) uint8 RGB frames of one scene; deterministic by seed.
+    `only` draws just those frames of the same clip (what a sampler would keep), in that order."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     bg = np.array(BACKGROUNDS[scene.background], np.float32) + rng.uniform(-8, 8, 3)
     colour = np.array(COLOURS[scene.colour], np.float32) + rng.uniform(-12, 12, 3)
-    video = np.empty((frames, size, size, 3), np.uint8)
     tracks = _tracks(scene, rng, frames)
     r = SIZES[scene.size] * size * rng.uniform(0.92, 1.08)
-    for t in range(frames):
+    drawn = list(range(frames)) if only is None else list(only)
+    video = np.empty((len(drawn), size, size, 3), np.uint8)
+    for i, t in enumerate(drawn):
         img = np.broadcast_to(bg, (size, size, 3)).copy()
         for track in tracks:
             cx, cy = track[t] * size
             img[_mask(scene.shape, yy, xx, cx, cy, r)] = colour
-        video[t] = np.clip(img, 0, 255).astype(np.uint8)
+        video[i] = np.clip(img, 0, 255).astype(np.uint8)
     return video
 
 
@@ -136,6 +161,12 @@ def write_mp4(path: str | Path, video: np.ndarray, *, fps: int = 8, crf: int = 1
             out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         out.mux(stream.encode(None))
     return path
+
+
+def clip_name(scene: Scene, seed: int) -> str:
+    """A file name that changes whenever the clip would: caption, seed and RENDER_VERSION."""
+    digest = hashlib.sha256(f"{RENDER_VERSION}|{scene.caption}|{seed}".encode()).hexdigest()[:12]
+    return f"clip-{digest}.mp4"
 
 
 def gallery(split: Split, *, per_caption: int = 1, seed: int = 0) -> Iterator[tuple[Scene, int]]:

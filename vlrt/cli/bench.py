@@ -2,7 +2,9 @@
 with --speed, the speed of every build configuration side by side.
 
 Embeds the held-out synthetic test clips (H.264, written once into --cache) with the bundle and
-reports text->video and video->text Recall@1/5/10 and median rank. With --reference (another
+reports text->video and video->text Recall@1/5/10 and median rank, R@1 on the captions with
+motion, and the direction and speed probes (own caption vs the opposite direction / the other
+speed, chance 50%). With --reference (another
 bundle of the same model, normally its fp32 export) it also reports the top-1 agreement of the
 two rankings and the per-video embedding cosine between them: what an optimization costs users.
 Meaningful for models trained on vlrt's synthetic videos (the embedded default).
@@ -63,26 +65,28 @@ def register(sub) -> None:
 
 def measure(bundle: str, paths: list[str], scenes, backend: str | None, precision: str | None = None,
             engine: str | None = None):
+    """(videos (N, D), scores (captions, videos), the demo's quality figures incl. the probes)."""
     from vlrt import Runtime
-    from vlrt.cli.demo import embed
+    from vlrt.cli.demo import embed, quality_of
 
     rt = Runtime.load(bundle, backend=backend, precision=precision, engine=engine)
     videos = embed(rt, paths, quiet=True)
-    return videos, rt.encode_text([s.caption for s in scenes]) @ videos.T
+    quality, scores = quality_of(rt, videos, scenes)
+    return videos, scores, quality
 
 
 def run(args: argparse.Namespace) -> int:
     from vlrt.cli.demo import write_gallery
-    from vlrt.metrics import recall_report, top1_agreement
+    from vlrt.metrics import top1_agreement
 
     if args.speed:
         return run_speed(args)
     paths, scenes = write_gallery(Path(args.cache), args.videos)
-    videos, scores = measure(args.bundle, paths, scenes, args.backend, args.precision, args.engine)
+    videos, scores, quality = measure(args.bundle, paths, scenes, args.backend, args.precision, args.engine)
     out = {"bundle": args.bundle, "precision": args.precision or "fp32", "engine": args.engine,
-           "videos": len(paths), "quality": recall_report(scores)}
+           "videos": len(paths), "quality": quality}
     if args.reference:
-        ref_videos, ref_scores = measure(args.reference, paths, scenes, args.backend)
+        ref_videos, ref_scores, _ = measure(args.reference, paths, scenes, args.backend)
         if ref_videos.shape != videos.shape:
             raise VlrtError(f"{args.reference}: {ref_videos.shape[1]}-d embeddings, {args.bundle}: "
                             f"{videos.shape[1]}-d; a reference must be the same model")
@@ -98,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     for d in ("t2v", "v2t"):
         print(f"  {d}: R@1 {q[f'{d}_R@1']:.2f}  R@5 {q[f'{d}_R@5']:.2f}  R@10 {q[f'{d}_R@10']:.2f}  "
               f"median rank {q[f'{d}_median_rank']:g}")
+    print(f"  t2v R@1 on captions with motion {q['motion_t2v_R@1']:.2f}; probes (chance 50): direction "
+          f"{q.get('direction_probe_acc', float('nan')):.2f}, speed {q.get('speed_probe_acc', float('nan')):.2f}")
     if args.reference:
         print(f"  vs {args.reference}: top-1 agreement t2v {out['top1_agreement_t2v']:.2f}%, "
               f"v2t {out['top1_agreement_v2t']:.2f}%, min video cosine {out['min_video_cosine']:.6f}")
