@@ -1,6 +1,6 @@
 """Train vlrt's embedded default model on synthetic videos (CPU, minutes, reproducible).
 
-    python -m vlrt.train --steps 1500 --out vlrt/assets/default_model.pt.gz
+    python -m vlrt.train --steps 1200 --out vlrt/assets/default_model.pt.gz
 
 A small CLIP4Clip-style model (ViT + text transformer + seqTransf head) learns from clips that
 `vlrt.synth` renders on the fly, with the symmetric InfoNCE loss of CLIP. Every batch pairs each
@@ -190,7 +190,7 @@ def used_token_rows(model: VideoTextModel) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
