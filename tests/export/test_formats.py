@@ -123,6 +123,8 @@ def test_open_clip_config_states_the_activation_and_normalisation(quick_gelu, tm
     for source in (path, path / "open_clip_pytorch_model.bin"):
         ckpt = load_checkpoint(source)
         assert (ckpt.config.activation, ckpt.activation_source, ckpt.warnings) == (want, "config", [])
+    (path / "config.json").write_text("{}")  # a hub upload's other config, without CLIPModel weights
+    assert load_checkpoint(path).format == "open_clip"
     result = export_checkpoint(path, tmp_path / "bundle")
     assert result.manifest["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
     assert result.manifest["preprocessing"]["std"] == [0.5, 0.5, 0.5]

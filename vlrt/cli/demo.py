@@ -198,7 +198,8 @@ def _print(out: dict[str, Any], scenes, scores) -> None:
         if f"{name}_probe_acc" in q:
             print(f"  {name} probe (own caption vs {against}, chance 50): {q[f'{name}_probe_acc']:.1f} "
                   f"(single-frame baseline: {b[f'{name}_probe_acc']:.1f})")
-    print(f"  throughput: {out['videos_per_s']:.1f} videos/s (decode + sample + preprocess + encode)")
+    print(f"  throughput: {out['videos_per_s']:.1f} videos/s (decode + sample + preprocess + encode, "
+          "and the baseline's one frame a clip)")
     e = out["default_engine"]
     if e is None:
         print("default engine: fp32 on this backend, the export itself")

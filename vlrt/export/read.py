@@ -29,6 +29,7 @@ SUPPORTED_FILES = (
     "an open_clip model directory (open_clip_config.json + open_clip_model.safetensors or "
     "open_clip_pytorch_model.bin)",
 )
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
@@ -48,7 +49,9 @@ def read_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> RawCheck
     if not path.exists():
         raise VlrtError(f"{path}: no such file or directory")
     if path.is_dir():
-        if not (path / "config.json").is_file() and (path / OPEN_CLIP_CONFIG).is_file():
+        # Hub uploads of open_clip models may hold both forms; Hugging Face's wins where complete.
+        has_hf = (path / "config.json").is_file() and any((path / w).is_file() for w in HF_WEIGHTS)
+        if not has_hf and (path / OPEN_CLIP_CONFIG).is_file():
             return _read_open_clip_dir(path, trust_pickle=trust_pickle)
         return _read_hf_dir(path, trust_pickle=trust_pickle)
     raw = _read_file(path, trust_pickle=trust_pickle)
@@ -128,8 +131,7 @@ def _read_hf_dir(path: Path, *, trust_pickle: bool) -> RawCheckpoint:
     if not config_file.is_file():
         raise VlrtError(f"{path}: a directory without config.json; export a checkpoint file, "
                         "or a Hugging Face model directory")
-    weights = [path / "model.safetensors", path / "pytorch_model.bin"]
-    found = next((w for w in weights if w.is_file()), None)
+    found = next((path / w for w in HF_WEIGHTS if (path / w).is_file()), None)
     if found is None:
         raise VlrtError(f"{path}: no model.safetensors or pytorch_model.bin beside config.json "
                         "(sharded checkpoints are not supported yet)")
