@@ -105,7 +105,10 @@ def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
 
 
 def native_bf16() -> bool:
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    try:  # a private check (oneDNN's), absent from some builds: then assume emulated bf16
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def train(*, steps: int, batch: int, lr: float, seed: int, bf16: bool, log_every: int = 50) -> tuple[VideoTextModel, list[dict]]:

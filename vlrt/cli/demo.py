@@ -92,16 +92,17 @@ def quality_of(rt, videos, scenes: list[Any]) -> tuple[dict[str, float], Any]:
     from vlrt import synth
     from vlrt.metrics import ranks, recall_report
 
-    scores = rt.encode_text([s.caption for s in scenes]) @ videos.T  # (captions, videos)
+    text = rt.encode_text([s.caption for s in scenes])  # (captions, D)
+    scores = text @ videos.T  # (captions, videos)
     quality = recall_report(scores)
     moving = [i for i, s in enumerate(scenes) if s.motion != "still"]
     quality["motion_t2v_R@1"] = round(100 * float((ranks(scores)[moving] == 1).mean()), 2)
     if moving:
-        true = rt.encode_text([scenes[i].caption for i in moving])
+        own = (text[moving] * videos[moving]).sum(1)  # (M,)
         for name, twins in synth.probes([scenes[i] for i in moving]).items():
             # % of moving clips closer to their own caption than to its twin (chance: 50).
-            v, twin = videos[moving], rt.encode_text(twins)
-            quality[f"{name}_probe_acc"] = round(100 * float(((true * v).sum(1) > (twin * v).sum(1)).mean()), 2)
+            twin = (rt.encode_text(twins) * videos[moving]).sum(1)
+            quality[f"{name}_probe_acc"] = round(100 * float((own > twin).mean()), 2)
     return quality, scores
 
 

@@ -97,11 +97,11 @@ def _worse(a: dict[str, float] | None, b: dict[str, float]) -> dict[str, float]:
 def validate(model: VideoTextModel, graphs: dict[str, Path], *, frames: int, words: int,
              threshold: float) -> Report:
     feed_sets = [validation_inputs(model, frames=frames, words=words), short_inputs(model, frames=frames, words=words)]
+    references = [reference_outputs(model, feeds) for feeds in feed_sets]  # once, for both graphs
     per_output: dict[str, dict[str, float]] = {}
     for name, path in graphs.items():
         with OrtRunner(SessionFromOnnx(path)) as runner:
-            for feeds in feed_sets:
-                expected = reference_outputs(model, feeds)
+            for feeds, expected in zip(feed_sets, references):
                 try:
                     got = runner.infer(feeds[name])
                 except Exception as exc:  # noqa: BLE001 - ORT raises its own types for shape errors
