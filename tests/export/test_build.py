@@ -12,11 +12,11 @@ from video_assets import write_video
 
 from vlrt import Runtime
 from vlrt.errors import VlrtError
-from vlrt.export import build as build_module
+from vlrt.build import engine as build_module
 from vlrt.export import export_checkpoint
-from vlrt.export.build import build_engine
-from vlrt.export.passes import Fp16Graph
-from vlrt.export.passes.fp16 import node_precisions
+from vlrt.build.engine import build_engine
+from vlrt.build.passes import Fp16Graph
+from vlrt.build.passes.fp16 import node_precisions
 from vlrt.runtime.backends.ort import OrtRunner, SessionFromOnnx
 from vlrt.runtime.bundle import engine_key, machine_fingerprint, sha256_file
 
@@ -121,11 +121,27 @@ def test_same_settings_reuse_other_settings_new_key(bundle, dynamic, static, cal
     assert not fewer.reused and fewer.key not in (static.key, dynamic.key)
 
 
-def test_newest_engine_wins_without_a_key(bundle, dynamic, static):
+def test_engine_choice_is_deterministic(bundle, dynamic, static, tmp_path):
     built = [json.loads(p.read_text()) for p in (bundle / "engines").glob("*/engine.json")]
-    newest = max(built, key=lambda m: m["created"])
-    assert len(built) >= 2 and sorted(m["created"] for m in built)[-2] < newest["created"]
-    assert Runtime.load(bundle, backend="ort-cpu", precision="int8").engine.key == newest["key"]
+    assert len(built) >= 2
+    # the default int8 mode of ort-cpu (dynamic), although the static engine was built after it
+    assert max(built, key=lambda m: m["created"])["key"] != dynamic.key
+    rt = Runtime.load(bundle, backend="ort-cpu", precision="int8")
+    assert rt.engine.key == dynamic.key
+    assert rt.engine_info == {"backend": "ort-cpu", "precision": "int8", "engine": dynamic.key,
+                              "options": dynamic.manifest["options"], "skip_similar": None}
+    assert rt.engine_line().startswith(f"engine {dynamic.key} (ort-cpu, int8, dynamic int8")
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    shutil.rmtree(copy / "engines" / dynamic.key)
+    statics = sorted(m["key"] for m in built if m["options"].get("mode") == "static")
+    if len(statics) == 1:  # the only int8 engine left is taken, default or not
+        assert Runtime.load(copy, backend="ort-cpu", precision="int8").engine.key == statics[0]
+    fused = build_engine(copy, backend="ort-cpu", precision="int8", int8_mode="dynamic", fuse_attention=True)
+    with pytest.raises(VlrtError, match=rf"int8 engines fit here and none is the default build: .*{fused.key}.*"
+                                        r"choose one with --engine KEY"):
+        Runtime.load(copy, backend="ort-cpu", precision="int8")
+    assert Runtime.load(copy, backend="ort-cpu", precision="int8", engine=fused.key).engine.key == fused.key
 
 
 def test_tampered_engine_is_refused(bundle, dynamic, tmp_path):

@@ -35,15 +35,16 @@ from __future__ import annotations
 import argparse
 
 from vlrt.cli.common import Stages, add_json, print_json, subcommand
+from vlrt.runtime import backends
 
 
 def register(sub) -> None:
     p = subcommand(sub, "build", __doc__)
     p.add_argument("bundle", help="bundle directory made by `vlrt export`")
-    p.add_argument("--backend", choices=["ort-cpu", "ort-cuda", "tensorrt"],
+    p.add_argument("--backend", choices=backends.names(),
                    help="default: the best ONNX Runtime backend available; tensorrt: docs/tensorrt.md")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
-                   help="default: int8 on ort-cpu, fp16 on ort-cuda")
+                   help="default: the backend's (int8 on ort-cpu, fp16 on ort-cuda and tensorrt)")
     p.add_argument("--int8-mode", choices=["dynamic", "static"],
                    help="default: dynamic on ort-cpu, static on ort-cuda")
     p.add_argument("--calib", metavar="DIR", help="videos to calibrate --int8-mode static on")
@@ -61,8 +62,9 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlrt.export.build import build_engine
+    from vlrt.build import build_engine, require_build_extra
 
+    require_build_extra()
     result = build_engine(args.bundle, backend=args.backend, precision=args.precision, int8_mode=args.int8_mode,
                           calib=args.calib, overwrite=args.force, gate=not args.no_gate, progress=Stages(),
                           plugins=args.plugin, token_merge=args.token_merge,

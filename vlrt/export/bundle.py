@@ -14,36 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from vlrt.errors import VlrtError
+from vlrt.build.staging import staging_dir  # noqa: F401  (re-exported for the export path)
 from vlrt.runtime.bundle import BUNDLE_VERSION, MANIFEST, sha256_file
-
-
-@contextlib.contextmanager
-def staging_dir(target: Path, *, overwrite: bool) -> Iterator[Path]:
-    """A temp dir beside `target`; on success it replaces `target`, on failure it is removed."""
-    target = target.resolve()
-    if target.exists() and not overwrite:
-        raise VlrtError(f"{target}: already exists; pass --force to replace it")
-    if target.exists() and not (target / MANIFEST).is_file():
-        raise VlrtError(f"{target}: exists and is not a vlrt bundle; refusing to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    try:
-        yield tmp
-        _replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _replace(tmp: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(tmp, target)
-        return
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def file_entries(root: Path) -> list[dict[str, Any]]:

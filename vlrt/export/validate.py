@@ -1,8 +1,7 @@
 """The export gate: ONNX Runtime (CPU, fp32) against the PyTorch reference (fp32).
 
-Inputs differ from the tracing inputs (another batch size, other masks, real captions) so that a
-graph that baked in a traced shape or value fails here; a second, smaller feed (one video with
-fewer frames, captions in a shorter context) checks that frames and words are really dynamic.
+The inputs (vlrt/build/validate.py) differ from the tracing inputs, and a second, smaller feed
+checks that frames and words are really dynamic.
 Every embedding vector is compared: each video, each valid frame, each sentence, each valid token.
 """
 from __future__ import annotations
@@ -17,15 +16,7 @@ import torch
 from vlrt.errors import VlrtError
 from vlrt.models import VideoTextModel
 from vlrt.runtime.backends.ort import OrtRunner, SessionFromOnnx
-from vlrt.runtime.tokenizer import ClipTokenizer
-
-CAPTIONS = (
-    "a man is cooking pasta in a small kitchen",
-    "two dogs run across a snowy field",
-    "a red circle moves to the left",
-    "someone plays the guitar on a stage while the crowd sings along and claps",
-)
-
+from vlrt.build.validate import compare, short_inputs, validation_inputs, worse
 
 @dataclasses.dataclass
 class Report:
@@ -50,17 +41,6 @@ class Report:
                 f">= {self.threshold})", *rows]
 
 
-def validation_inputs(model: VideoTextModel, *, frames: int, words: int) -> dict[str, dict[str, np.ndarray]]:
-    size = model.config.vision.image_size
-    rng = np.random.default_rng(1234)
-    pixels = rng.standard_normal((3, frames, 3, size, size), dtype=np.float32)
-    mask = np.ones((3, frames), dtype=np.float32)
-    mask[1, 1:] = 0  # a one-frame video
-    mask[2, (frames + 1) // 2:] = 0
-    ids = ClipTokenizer()(list(CAPTIONS), context_length=words)
-    return {"video": {"pixels": pixels, "frame_mask": mask}, "text": {"input_ids": ids}}
-
-
 def reference_outputs(model: VideoTextModel, feeds: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     with torch.no_grad():
         v = feeds["video"]
@@ -70,33 +50,11 @@ def reference_outputs(model: VideoTextModel, feeds: dict[str, dict[str, np.ndarr
             "text_embeds": text.numpy(), "token_embeds": tokens.numpy()}
 
 
-def compare(expected: np.ndarray, actual: np.ndarray) -> dict[str, float]:
-    """Cosine per embedding vector (all-zero reference vectors, i.e. padding, must stay zero)."""
-    e = expected.reshape(-1, expected.shape[-1]).astype(np.float64)  # (V, E)
-    a = actual.reshape(-1, actual.shape[-1]).astype(np.float64)  # (V, E)
-    real = np.linalg.norm(e, axis=1) > 0
-    cos = (e[real] * a[real]).sum(1) / (np.linalg.norm(e[real], axis=1) * np.linalg.norm(a[real], axis=1))
-    diff = float(np.abs(e - a).max())
-    return {"min_cosine": float(np.nan_to_num(cos, nan=-1.0).min()), "max_abs_diff": diff,
-            "vectors": float(real.sum())}
-
-
-def short_inputs(model: VideoTextModel, *, frames: int, words: int) -> dict[str, dict[str, np.ndarray]]:
-    """One video of fewer frames than traced, and captions in a shorter context (truncated)."""
-    full = validation_inputs(model, frames=max(1, frames // 2), words=max(2, words // 2 + 1))
-    return {"video": {k: v[2:] for k, v in full["video"].items()}, "text": full["text"]}
-
-
-def _worse(a: dict[str, float] | None, b: dict[str, float]) -> dict[str, float]:
-    if a is None:
-        return b
-    return {"min_cosine": min(a["min_cosine"], b["min_cosine"]), "max_abs_diff": max(a["max_abs_diff"], b["max_abs_diff"]),
-            "vectors": a["vectors"] + b["vectors"]}
-
-
 def validate(model: VideoTextModel, graphs: dict[str, Path], *, frames: int, words: int,
              threshold: float) -> Report:
-    feed_sets = [validation_inputs(model, frames=frames, words=words), short_inputs(model, frames=frames, words=words)]
+    size = model.config.vision.image_size
+    feed_sets = [validation_inputs(image_size=size, frames=frames, words=words),
+                 short_inputs(image_size=size, frames=frames, words=words)]
     references = [reference_outputs(model, feeds) for feeds in feed_sets]  # once, for both graphs
     per_output: dict[str, dict[str, float]] = {}
     for name, path in graphs.items():
@@ -112,7 +70,7 @@ def validate(model: VideoTextModel, graphs: dict[str, Path], *, frames: int, wor
                     if value.shape != expected[out_name].shape:
                         raise VlrtError(f"{path.name}: output {out_name} has shape {value.shape}, "
                                         f"the reference {expected[out_name].shape}")
-                    per_output[out_name] = _worse(per_output.get(out_name), compare(expected[out_name], value))
+                    per_output[out_name] = worse(per_output.get(out_name), compare(expected[out_name], value))
     return Report(
         min_cosine=min(m["min_cosine"] for m in per_output.values()),
         max_abs_diff=max(m["max_abs_diff"] for m in per_output.values()),

@@ -1,7 +1,7 @@
 """Token merging (ToMe-style bipartite soft matching): the NumPy reference.
 
 This file defines what "merge r tokens" means in vlrt. The ONNX pass (`vlrt build --token-merge
-R`, vlrt/export/passes/tome.py) and the CUDA kernel (kernels/token_merge.cu) are tested against
+R`, vlrt/build/passes/tome.py) and the CUDA kernel (kernels/token_merge.cu) are tested against
 `merge_tokens` here.
 
 One merge step, on tokens x [B, N, C] with sizes s [B, N] (how many original patches each token

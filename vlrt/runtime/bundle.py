@@ -103,30 +103,32 @@ class Bundle:
 
     def engine(self, *, backend: str, precision: str | None = None, key: str | None = None,
                token_merge: int = 0) -> "Engine":
-        """The newest engine built for this bundle, backend, precision (None: any), token merging
-        (0: none; merging is lossy, so only an explicit request gets it), onnxruntime and machine;
-        with `key`, that engine, if it fits."""
-        import onnxruntime
+        """The engine built for this bundle, backend and machine (library versions, CPU, GPU).
 
-        target = {"backend": backend, "precision": precision, "source_manifest_sha256": self.manifest_sha256,
-                  "onnxruntime": onnxruntime.__version__, "tensorrt": engine_tensorrt_version(backend),
-                  "machine": engine_machine(backend), "token_merge": token_merge}
+        With `key`, that engine, if it fits. Otherwise the engine of `precision` (None: the
+        backend's default precision, or the only engine there is) and token merging (0: none;
+        merging is lossy, so only an explicit request gets it): the one built with the default
+        options for that precision, or the only one; when several differ, the choice is refused
+        with their keys, never guessed.
+        """
+        from vlrt.runtime import backends
+
+        spec = backends.get(backend)
+        target = engine_target(self, spec)
         found = [e for e in _engines(self.root) if key in (None, e.key)]
-        # an explicit key may name a token-merged engine; without one, token merging must be asked for
-        want = lambda e: {**target, "precision": precision or e.manifest.get("precision"),  # noqa: E731
-                          "token_merge": token_merge_of(e.manifest) if key else token_merge}
-        matching = [e for e in found if e.target() == want(e)]
-        if key is not None and found and not matching:
-            differ = [k for k, v in found[0].target().items() if v != want(found[0])[k]]
-            raise VlrtError(f"{self.root}: engine {key} ({found[0].manifest.get('backend')}, "
-                            f"{found[0].manifest.get('precision')}) does not fit here (different {', '.join(differ)})")
-        if not matching:
-            default = "fp16" if backend == "tensorrt" else "int8"
-            raise VlrtError(_no_engine_message(self.root, backend, precision or default, key, stale=len(found),
-                                               token_merge=token_merge))
-        engine = max(matching, key=lambda e: e.manifest.get("created", ""))
-        engine.verify()
-        return engine
+        fitting = [e for e in found if e.fits(target)]
+        if key is not None:
+            if found and not fitting:
+                differ = found[0].differences(target)
+                raise VlrtError(f"{self.root}: engine {key} ({found[0].manifest.get('backend')}, "
+                                f"{found[0].manifest.get('precision')}) does not fit here (different "
+                                f"{', '.join(differ)})")
+            if fitting:
+                fitting[0].verify()
+                return fitting[0]
+        chosen = _choose(self.root, spec, fitting, precision, token_merge, key=key, stale=len(found) - len(fitting))
+        chosen.verify()
+        return chosen
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,13 +142,46 @@ class Engine:
     def key(self) -> str:
         return self.root.name
 
+    @property
+    def precision(self) -> str:
+        return self.manifest["precision"]
+
     def target(self) -> dict[str, Any]:
+        """What must equal the machine's for this engine to be used here."""
         m = self.manifest
-        return {"backend": m.get("backend"), "precision": m.get("precision"),
-                "source_manifest_sha256": m.get("source", {}).get("manifest_sha256"),
-                "onnxruntime": m.get("versions", {}).get("onnxruntime"),
-                "tensorrt": m.get("versions", {}).get("tensorrt"), "machine": m.get("machine"),
-                "token_merge": token_merge_of(m)}
+        return {"backend": m.get("backend"), "source_manifest_sha256": m.get("source", {}).get("manifest_sha256"),
+                "versions": m.get("versions", {}), "machine": m.get("machine")}
+
+    def differences(self, target: dict[str, Any]) -> list[str]:
+        """The fields of `target` (see engine_target) this engine was built for otherwise."""
+        mine = self.target()
+        differ = [k for k, v in target.items() if k != "versions" and mine[k] != v]
+        return differ + [k for k, v in target["versions"].items() if mine["versions"].get(k) != v]
+
+    def fits(self, target: dict[str, Any]) -> bool:
+        return not self.differences(target)
+
+    def options(self) -> dict[str, Any]:
+        return self.manifest.get("options", {})
+
+    def is_default(self, backend: Any) -> bool:
+        """Built with the backend's default options for its precision: no structural pass beyond
+        token merging, and the default int8 mode."""
+        opts = self.options()
+        passes = [p.get("name") for ps in opts.get("graph_passes", {}).values() for p in ps]
+        if any(p != "token-merge" for p in passes):
+            return False
+        return self.precision != "int8" or opts.get("mode", "static") == backend.default_int8_mode
+
+    def describe(self) -> str:
+        """One line: key, backend, precision and the options that matter to a user."""
+        opts = self.options()
+        parts = [self.manifest.get("backend"), self.precision]
+        if self.precision == "int8" and "mode" in opts:
+            parts.append(f"{opts['mode']} int8")
+        parts += [p["name"] + (f" {p['token_merge']}" if "token_merge" in p else "")
+                  for p in opts.get("graph_passes", {}).get("video", [])]
+        return f"engine {self.key} ({', '.join(str(p) for p in parts)})"
 
     def graph_path(self, graph: str) -> Path:
         try:
@@ -196,23 +231,36 @@ def machine_fingerprint() -> dict[str, Any]:
     return {"arch": platform.machine(), "cpu": model, "isa": [f for f in ISA_FLAGS if f in flags]}
 
 
-def engine_machine(backend: str) -> dict[str, Any]:
-    """The machine an engine for `backend` is keyed by: the CPU, and for TensorRT also the GPU."""
-    machine = machine_fingerprint()
-    if backend == "tensorrt":
-        from vlrt.runtime.backends.trt import gpu_fingerprint
-
-        machine = {**machine, "gpu": gpu_fingerprint()}
-    return machine
+def engine_machine(backend: Any) -> dict[str, Any]:
+    """The machine an engine for `backend` (a registry entry) is keyed by: the CPU, and what the
+    backend adds (TensorRT: the GPU)."""
+    return {**machine_fingerprint(), **backend.key_machine()}
 
 
-def engine_tensorrt_version(backend: str) -> str | None:
-    """The TensorRT version an engine for `backend` is keyed by (None: not a TensorRT engine)."""
-    if backend != "tensorrt":
-        return None
-    from vlrt.runtime.backends.trt import tensorrt_version
+def engine_target(bundle: Bundle, backend: Any) -> dict[str, Any]:
+    """What an engine must have been built for to be used here (compared with Engine.target())."""
+    return {"backend": backend.name, "source_manifest_sha256": bundle.manifest_sha256,
+            "versions": backend.key_versions(), "machine": engine_machine(backend)}
 
-    return tensorrt_version()
+
+def _choose(root: Path, backend: Any, fitting: list[Engine], precision: str | None, token_merge: int, *,
+            key: str | None, stale: int) -> Engine:
+    merged = [e for e in fitting if token_merge_of(e.manifest) == token_merge]
+    wanted = precision or backend.default_precision
+    same = [e for e in merged if e.precision == wanted]
+    if precision is None and not same and len({e.precision for e in merged}) == 1:
+        same = merged  # no precision asked, and every engine here has the same one
+    if not same:
+        raise VlrtError(_no_engine_message(root, backend.name, wanted, key, stale=stale + len(fitting) - len(same),
+                                           token_merge=token_merge))
+    if len(same) == 1:
+        return same[0]
+    default = [e for e in same if e.is_default(backend)]
+    if len(default) == 1:
+        return default[0]
+    listing = "; ".join(e.describe() for e in sorted(same, key=lambda e: e.key))
+    raise VlrtError(f"{root}: {len(same)} {wanted} engines fit here and none is the default build: {listing}; "
+                    "choose one with --engine KEY")
 
 
 def _engines(root: Path) -> list[Engine]:

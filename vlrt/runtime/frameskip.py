@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vlrt.constants import VISION_PROJECTION
 from vlrt.errors import VlrtError
 
-PROJECTION = "clip.visual.proj"  # canonical name of the vision projection's weight (docs/export.md)
 
 
 @dataclasses.dataclass
@@ -90,9 +90,9 @@ def features_name(tower: Path) -> str:
 def _features_tensor(model) -> str:
     """The Reshape to (B, T, D) right after the vision projection: where the temporal head starts."""
     projection = next((n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")
-                       and any(i.endswith(PROJECTION) for i in n.input)), None)
+                       and any(i.endswith(VISION_PROJECTION) for i in n.input)), None)
     if projection is None:
-        raise VlrtError(f"graph {model.graph.name!r}: no vision projection ({PROJECTION}); was it exported by vlrt?")
+        raise VlrtError(f"graph {model.graph.name!r}: no vision projection ({VISION_PROJECTION}); was it exported by vlrt?")
     consumers = [n for n in model.graph.node if projection.output[0] in n.input]
     if len(consumers) != 1 or consumers[0].op_type != "Reshape":
         raise VlrtError(f"graph {model.graph.name!r}: the vision projection does not feed one Reshape to (B, T, D); "

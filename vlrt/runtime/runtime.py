@@ -3,90 +3,74 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from vlrt.errors import VlrtError
-from vlrt.runtime.backends.ort import OrtRunner, SessionFromOnnx, available_providers
+from vlrt.runtime import backends
+from vlrt.runtime.backends import Backend
 from vlrt.runtime.bundle import Bundle, Engine
 from vlrt.runtime.tokenizer import ClipTokenizer
 
-BackendName = Literal["ort-cpu", "ort-cuda", "tensorrt"]
-BACKENDS: tuple[str, ...] = ("ort-cpu", "ort-cuda", "tensorrt")
+BackendName = Literal["ort-cpu", "ort-cuda", "tensorrt"]  # the built-in entries of vlrt.runtime.backends
 Precision = Literal["fp32", "fp16", "int8"]
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
-
-
-def resolve_backend(backend: str | None) -> str:
-    """None means the best ONNX Runtime backend available on this machine (tensorrt is asked for
-    by name: it runs only engines that `vlrt build --backend tensorrt` made). Asking for tensorrt
-    where its packages are missing fails here, before any work."""
-    if backend is None:
-        return "ort-cuda" if "CUDAExecutionProvider" in available_providers() else "ort-cpu"
-    if backend not in BACKENDS:
-        raise VlrtError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
-    if backend == "tensorrt":
-        from vlrt.runtime.backends.trt import require_tensorrt
-
-        require_tensorrt()
-    return backend
-
-
-def check_precision(backend: str, precision: str | None) -> str:
-    """None means fp32 (the bundle's own graphs). fp16 is refused on the CPU backend."""
-    precision = precision or "fp32"
-    if precision not in PRECISIONS:
-        raise VlrtError(f"unknown precision {precision!r}; available: {', '.join(PRECISIONS)}")
-    if precision == "fp16" and backend == "ort-cpu":
-        raise VlrtError("fp16 is for GPU backends (ort-cuda, TensorRT): ONNX Runtime's CPU provider casts an fp16 "
-                        "graph back to fp32 and runs it no faster than fp32 (docs/build.md); on ort-cpu use "
-                        "--precision int8 (or fp32)")
-    return precision
 
 
 class Runtime:
-    def __init__(self, bundle: Bundle, *, backend: str, threads: int | None = None,
+    def __init__(self, bundle: Bundle, *, backend: Backend, threads: int | None = None,
                  engine: Engine | None = None, skip_similar: float | None = None) -> None:
         self.bundle = bundle
-        self.backend = backend
+        self.backend = backend.name
         self.engine = engine  # None: the bundle's own fp32 graphs
-        self.precision = engine.manifest["precision"] if engine else "fp32"
-        device = "cuda" if backend == "ort-cuda" else "cpu"
+        self.precision = engine.precision if engine else "fp32"
         graphs = engine or bundle
-        if backend == "tensorrt":
-            self._runners = _trt_runners(engine)
-        else:
-            self._runners = {
-                graph: OrtRunner(SessionFromOnnx(graphs.graph_path(graph), device=device, threads=threads))
-                for graph in ("video", "text")
-            }
+        if backend.needs_engine and engine is None:
+            raise VlrtError(f"the {backend.name} backend runs engines built by `vlrt build --backend {backend.name}`; "
+                            "none was given")
+        options = engine.options() if engine else {}
+        self._runners = backend.runners({g: graphs.graph_path(g) for g in ("video", "text")}, options, threads)
         tok = bundle.manifest["tokenizer"]
         self.tokenizer = ClipTokenizer(bundle.path(tok["file"]))
         self.skip_similar = skip_similar
         self.skip_stats = None
         if skip_similar is not None:
-            self._split_video(graphs, device, threads)
+            self._split_video(graphs, backend, threads)
 
     @classmethod
-    def load(cls, path: str | Path, *, backend: BackendName | None = None, precision: Precision | None = None,
+    def load(cls, path: str | Path, *, backend: BackendName | str | None = None, precision: Precision | None = None,
              threads: int | None = None, engine: str | None = None, token_merge: int = 0,
              skip_similar: float | None = None) -> "Runtime":
         """Open a bundle. With a precision other than fp32, or with token merging, use the engine
-        `vlrt build` made for this backend, precision, token merging and machine (the newest such
-        build, or the one whose key is `engine`).
+        `vlrt build` made for this backend, precision, token merging and machine: the one built
+        with the default options for that precision, or the only one (several others: refused,
+        listing their keys), or the one whose key is `engine`.
         `skip_similar=T` encodes a sampled frame that differs from the last encoded frame of its
         video by at most T levels of 255 (mean absolute difference) once (vlrt/runtime/frameskip.py).
-        backend="tensorrt" always runs an engine (its plans), of any precision when none is given."""
+        A backend that runs only built engines (tensorrt) takes its default precision's engine
+        when none is given."""
         bundle = Bundle.open(path)
-        backend = resolve_backend(backend)
+        spec = backends.resolve(backend)
         if precision is not None:
-            precision = check_precision(backend, precision)
-        if engine is None and precision in (None, "fp32") and backend != "tensorrt" and not token_merge:
-            return cls(bundle, backend=backend, threads=threads, skip_similar=skip_similar)  # TensorRT: always an engine
-        found = bundle.engine(backend=backend, precision=precision, key=engine, token_merge=token_merge)
-        check_precision(backend, found.manifest["precision"])
-        return cls(bundle, backend=backend, threads=threads, engine=found, skip_similar=skip_similar)
+            precision = backends.check_precision(spec, precision)
+        if engine is None and precision in (None, "fp32") and not spec.needs_engine and not token_merge:
+            return cls(bundle, backend=spec, threads=threads, skip_similar=skip_similar)
+        found = bundle.engine(backend=spec.name, precision=precision, key=engine, token_merge=token_merge)
+        backends.check_precision(spec, found.precision)
+        return cls(bundle, backend=spec, threads=threads, engine=found, skip_similar=skip_similar)
+
+    @property
+    def engine_info(self) -> dict[str, Any]:
+        """What encodes: backend, precision, engine key (None: the bundle's own fp32 graphs) and
+        the engine's build options."""
+        return {"backend": self.backend, "precision": self.precision,
+                "engine": self.engine.key if self.engine else None,
+                "options": self.engine.options() if self.engine else {}, "skip_similar": self.skip_similar}
+
+    def engine_line(self) -> str:
+        """One line naming what encodes, for logs and CLI output."""
+        what = self.engine.describe() if self.engine else f"the bundle's fp32 graphs ({self.backend})"
+        return what + (f", frame skipping at {self.skip_similar}" if self.skip_similar is not None else "")
 
     @property
     def embed_dim(self) -> int:
@@ -136,18 +120,19 @@ class Runtime:
             return video, (np.concatenate(frames) if frames else np.zeros((0, pixels.shape[1], self.embed_dim), np.float32))
         return video
 
-    def _split_video(self, graphs: Bundle | Engine, device: str, threads: int | None) -> None:
+    def _split_video(self, graphs: Bundle | Engine, backend: Backend, threads: int | None) -> None:
         from vlrt.runtime.frameskip import SkipStats, features_name, split_video_graph
 
-        if self.backend == "tensorrt":
-            raise VlrtError("frame skipping runs on the ONNX Runtime backends; the TensorRT plans are not split")
+        if backend.needs_engine:
+            raise VlrtError(f"frame skipping splits the ONNX video graph; the {backend.name} backend runs built "
+                            "engines, which are not split")
         if self.skip_similar < 0:
             raise VlrtError(f"skip_similar={self.skip_similar}: a mean absolute difference in levels, >= 0")
         path = graphs.graph_path("video")
         tower, head = split_video_graph(path, _graph_sha256(graphs, path))
         self._features = features_name(tower)
-        self._runners["video_frames"] = OrtRunner(SessionFromOnnx(tower, device=device, threads=threads))
-        self._runners["video_head"] = OrtRunner(SessionFromOnnx(head, device=device, threads=threads))
+        parts = backend.runners({"video_frames": tower, "video_head": head}, {}, threads)
+        self._runners.update(parts)
         self.skip_stats = SkipStats()
 
     def _infer_skipping(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -192,13 +177,3 @@ def _graph_sha256(graphs: Bundle | Engine, path: Path) -> str:
     if isinstance(graphs, Engine):
         return graphs.manifest["graphs"]["video"]["sha256"]
     return next(e["sha256"] for e in graphs.manifest["files"] if e["name"] == path.name)
-
-
-def _trt_runners(engine: Engine | None) -> dict:
-    """TensorRT runners for an engine's plans, with the plugin libraries it was built with."""
-    from vlrt.runtime.backends.trt import PlanFromFile, TrtRunner
-
-    if engine is None:
-        raise VlrtError("the tensorrt backend runs engines built by `vlrt build --backend tensorrt`; none was given")
-    plugins = engine.manifest.get("options", {}).get("plugins", [])
-    return {graph: TrtRunner(PlanFromFile(engine.graph_path(graph), plugins=plugins)) for graph in ("video", "text")}

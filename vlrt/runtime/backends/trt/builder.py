@@ -6,7 +6,7 @@ it: every network is strongly typed there), `OnnxParser.parse_from_file`, an opt
 profile per input, the timing cache, an `IProgressMonitor`, `build_serialized_network`.
 
 Strongly typed means TensorRT computes every tensor in the type the ONNX graph gives it: FP16
-comes from the fp16 graph (`vlrt.export.passes.Fp16Graph`), INT8 from explicit Q/DQ nodes
+comes from the fp16 graph (`vlrt.build.passes.Fp16Graph`), INT8 from explicit Q/DQ nodes
 (`StaticInt8QDQ(symmetric=True)`), so no precision flags are set. TF32 is switched off, so the
 parts the passes keep in fp32 (LayerNorm, Softmax, the projection and the embedding tail) are
 computed in true fp32 rather than with a 10-bit mantissa.

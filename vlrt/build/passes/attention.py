@@ -35,7 +35,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from vlrt.export.passes import PassReport
+from vlrt.build.passes import PassReport
 
 SCOPE = re.compile(r"^(.*/resblocks\.\d+/attn/)")
 TOKEN_MERGE_PREFIX = "/vlrt_tome/"  # nodes made by passes/tome.py

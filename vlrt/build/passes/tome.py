@@ -31,7 +31,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from vlrt.errors import VlrtError
-from vlrt.export.passes import PassReport
+from vlrt.build.passes import PassReport
 from vlrt.ops.token_merge import PROTECTED, merge_counts
 
 BLOCK = re.compile(r"^/visual/transformer/resblocks\.(\d+)/Add$")  # x + attn(ln_1(x)) of block K

@@ -14,7 +14,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader
 
 from vlrt.errors import VlrtError
-from vlrt.export.passes import EmbeddingTail, PassReport, PatchEmbedding, count_ops
+from vlrt.build.passes import EmbeddingTail, PassReport, PatchEmbedding, count_ops
 
 log = logging.getLogger(__name__)
 

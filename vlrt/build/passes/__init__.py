@@ -17,10 +17,8 @@ from typing import Any
 
 import onnx
 
+from vlrt.constants import PROJECTION_WEIGHTS
 from vlrt.errors import VlrtError
-
-# Canonical parameter names (docs/export.md) of the two projections into the embedding space.
-PROJECTION_WEIGHTS = ("clip.visual.proj", "clip.text.text_projection")
 
 
 @dataclasses.dataclass
@@ -108,10 +106,10 @@ def count_ops(model: onnx.ModelProto, names: set[str]) -> dict[str, int]:
 
 
 # Imported last: these modules use the shared matchers above.
-from vlrt.export.passes.attention import FuseAttention
-from vlrt.export.passes.fp16 import Fp16Graph
-from vlrt.export.passes.tome import TokenMerge
-from vlrt.export.passes.int8 import CAPTIONS, CaptionCalibration, DynamicInt8, FrameCalibration, StaticInt8QDQ
+from vlrt.build.passes.attention import FuseAttention
+from vlrt.build.passes.fp16 import Fp16Graph
+from vlrt.build.passes.tome import TokenMerge
+from vlrt.build.passes.int8 import CAPTIONS, CaptionCalibration, DynamicInt8, FrameCalibration, StaticInt8QDQ
 
 __all__ = [
     "CAPTIONS",

@@ -17,15 +17,17 @@ import json
 import os
 import shutil
 import time
-import types
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from vlrt.build.staging import staging_dir
+from vlrt.build.validate import compare, manifest_feed_sets, worse
 from vlrt.errors import VlrtError
-from vlrt.export.bundle import staging_dir
+from vlrt.runtime import backends
+from vlrt.runtime.backends import Backend
 from vlrt.runtime.backends.ort import OrtRunner, SessionFromOnnx
 from vlrt.runtime.bundle import (
     ENGINE_MANIFEST,
@@ -35,16 +37,15 @@ from vlrt.runtime.bundle import (
     Engine,
     engine_key,
     engine_machine,
-    engine_tensorrt_version,
     machine_fingerprint,
     sha256_file,
 )
-from vlrt.runtime.runtime import check_precision, resolve_backend
+from vlrt.constants import VIDEO_SUFFIXES
+from vlrt.runtime.tokenizer import ClipTokenizer
 
 Int8Mode = Literal["dynamic", "static"]
 GATE = 0.99  # DESIGN: reduced precision must hold cos >= 0.99 per embedding by default
 GRAPHS = ("video", "text")
-VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts"})
 MAX_CALIBRATION_VIDEOS = 64
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 # ORT CPU inserts Casts and computes an fp16 graph in fp32 (checked: every MatMul/Add/LayerNorm
@@ -64,7 +65,7 @@ class BuildResult:
 
 @dataclasses.dataclass
 class _Plan:
-    backend: str
+    backend: Backend
     precision: str
     options: dict[str, Any]
     passes: dict[str, Any]  # graph name -> precision pass object
@@ -93,12 +94,12 @@ def build_engine(
     None means the default: the best backend here; int8 on ort-cpu and fp16 on ort-cuda; dynamic
     int8 on ort-cpu and static (Q/DQ) on ort-cuda.
     """
-    backend = resolve_backend(backend)  # a backend whose packages are missing fails before any work
+    spec = backends.resolve(backend)  # a backend whose packages are missing fails before any work
     bundle = Bundle.open(bundle_dir)
-    plan = plan_build(bundle, backend=backend, precision=precision, int8_mode=int8_mode, calib=calib, plugins=plugins,
+    plan = plan_build(bundle, backend=spec.name, precision=precision, int8_mode=int8_mode, calib=calib, plugins=plugins,
                       token_merge=token_merge, fuse_attention=fuse_attention)
-    if plan.precision == "fp32" and plan.backend != "tensorrt" and not plan.graph_passes:
-        return BuildResult(None, None, {"backend": plan.backend, "precision": "fp32",
+    if plan.precision == "fp32" and not plan.backend.needs_engine and not plan.graph_passes:
+        return BuildResult(None, None, {"backend": plan.backend.name, "precision": "fp32",
                                         "note": "fp32 runs the bundle's own graphs; nothing to build"}, False, {})
     manifest = _key_fields(bundle, plan)
     key = engine_key(manifest)
@@ -113,14 +114,16 @@ def build_engine(
     seconds: dict[str, float] = {}
     with _engine_staging(target, overwrite=overwrite) as tmp:
         graphs = _run_passes(bundle, plan, tmp, seconds, progress)
-        if plan.backend == "tensorrt":
-            graphs = _build_tensorrt_plans(bundle, plan, tmp, graphs, seconds, progress)
+        hook = plan.backend.build
+        if hook is not None:  # artifacts of the backend's own (TensorRT: plans)
+            graphs = hook.artifacts(bundle, plan.precision, plan.options, tmp, graphs, seconds, progress)
         t0 = time.perf_counter()
         progress("validating against the bundle's fp32 graphs")
-        validation = validate_engine(bundle, {g: tmp / entry["file"] for g, entry in graphs.items()})
+        validation = validate_engine(bundle, {g: tmp / entry["file"] for g, entry in graphs.items()},
+                                     runner=getattr(hook, "gate_runner", None))
         seconds["validate"] = time.perf_counter() - t0
         validation["gate"] = _gate(validation, enabled=gate)
-        if plan.precision == "fp16" and plan.backend != "tensorrt":  # TensorRT's gate runs the plan itself
+        if plan.precision == "fp16" and hook is None:  # a backend's own artifacts are run by the gate itself
             validation["note"] = FP16_NOTE
         manifest = {"engine_version": ENGINE_VERSION, "key": key,
                     "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
@@ -136,21 +139,21 @@ def plan_build(bundle: Bundle, *, backend: str | None, precision: str | None, in
                fuse_attention: bool = False) -> _Plan:
     """Resolve the defaults and refuse contradictory settings, before any work is done.
 
-    Structural passes come first: token merging (video graph, any backend) and attention fusion
-    (ort-cpu, fp32 or dynamic int8: static Q/DQ cannot quantize the fused node's q/k/v
-    projection). Both are opt-in: merging is lossy, and fusion measured no faster than the plain
-    graph on ViT-B/32 and ViT-B/16 here (docs/build.md). fp32 with a structural pass builds an
-    engine too.
+    Structural passes come first: token merging (video graph) and attention fusion (ort-cpu, fp32
+    or dynamic int8: static Q/DQ cannot quantize the fused node's q/k/v projection). A backend
+    lists the ones it accepts. Both are opt-in: merging is lossy, and fusion measured no faster
+    than the plain graph on ViT-B/32 and ViT-B/16 here (docs/build.md). fp32 with a structural
+    pass builds an engine too.
     """
-    from vlrt.export.passes import FuseAttention, TokenMerge
-    from vlrt.export.passes.tome import vision_tokens
+    from vlrt.build.passes import FuseAttention, TokenMerge
+    from vlrt.build.passes.tome import vision_tokens
 
-    plan = _plan_precision(bundle, backend=backend, precision=precision, int8_mode=int8_mode, calib=calib,
-                           plugins=plugins)
+    plan = _plan_precision(bundle, backend=backends.resolve(backend), precision=precision, int8_mode=int8_mode,
+                           calib=calib, plugins=plugins)
     if token_merge < 0:
         raise VlrtError(f"--token-merge {token_merge}: must be >= 0 (tokens merged per vision block)")
     static = plan.precision == "int8" and plan.options.get("mode") == "static"
-    if fuse_attention and (plan.backend != "ort-cpu" or static):
+    if fuse_attention and ("fuse-attention" not in plan.backend.structural_passes or static):
         raise VlrtError("--fuse-attention makes ONNX Runtime CPU's Attention op: it applies to --backend ort-cpu "
                         "with fp32 or dynamic int8 (TensorRT fuses attention itself; static Q/DQ cannot quantize "
                         "the fused node)")
@@ -167,39 +170,41 @@ def plan_build(bundle: Bundle, *, backend: str | None, precision: str | None, in
     return plan
 
 
-def _plan_precision(bundle: Bundle, *, backend: str | None, precision: str | None, int8_mode: str | None,
+def _plan_precision(bundle: Bundle, *, backend: Backend, precision: str | None, int8_mode: str | None,
                     calib: str | Path | None, plugins: Sequence[str | Path] = ()) -> _Plan:
-    from vlrt.export.passes import DynamicInt8, Fp16Graph, StaticInt8QDQ
+    """The precision pass and its options. Reduced precision comes from the graph: an fp16 graph,
+    dynamic int8 (ORT CPU), or calibrated Q/DQ (symmetric for GPU backends, which TensorRT
+    requires; asymmetric uint8 activations on the CPU, ORT's fast u8*s8 path)."""
+    from vlrt.build.passes import DynamicInt8, Fp16Graph, StaticInt8QDQ
 
-    backend = resolve_backend(backend)
-    if backend == "tensorrt":
-        return _plan_tensorrt(precision, int8_mode, calib, plugins)
-    if plugins:
+    hook = backend.build
+    if plugins and not getattr(hook, "accepts_plugins", False):
         raise VlrtError("--plugin loads TensorRT plugin libraries: it applies to --backend tensorrt only")
-    precision = check_precision(backend, precision or ("fp16" if backend == "ort-cuda" else "int8"))
+    precision = backends.check_precision(backend, precision or backend.default_precision)
     if int8_mode is not None and precision != "int8":
         raise VlrtError(f"--int8-mode {int8_mode} applies to --precision int8, not {precision}")
-    mode = int8_mode or ("static" if backend == "ort-cuda" else "dynamic")
-    if precision == "int8" and mode not in ("dynamic", "static"):
-        raise VlrtError(f"unknown int8 mode {mode!r}; available: dynamic, static")
+    mode = int8_mode or backend.default_int8_mode
+    if precision == "int8" and mode not in backend.int8_modes:
+        known = ("dynamic", "static")
+        raise VlrtError(backend.notes.get(mode, "") if mode in known else
+                        f"unknown int8 mode {mode!r}; available: {', '.join(backend.int8_modes)}")
     if calib is not None and (precision != "int8" or mode != "static"):
         raise VlrtError("--calib is used only by --precision int8 --int8-mode static")
+    base = hook.options(plugins) if hook is not None else {}
     if precision in ("fp32", "fp16"):
         passes = {g: Fp16Graph() for g in GRAPHS} if precision == "fp16" else {}
-        return _Plan(backend, precision, {"pass": "fp16"} if passes else {}, passes, [])
-    reduce_range = _needs_reduce_range(machine_fingerprint())
+        options = {"pass": "fp16"} if passes else ({"pass": "none"} if base else {})
+        return _Plan(backend, precision, {**options, **base}, passes, [])
+    reduce_range = backend.device == "cpu" and _needs_reduce_range(machine_fingerprint())
     if mode == "dynamic":
-        if backend == "ort-cuda":
-            raise VlrtError("dynamic int8 needs DynamicQuantizeLinear, which ONNX Runtime's CUDA provider lacks "
-                            "(it would run on the CPU); use --int8-mode static for ort-cuda")
         quant = DynamicInt8(reduce_range=reduce_range)
         return _Plan(backend, precision, quant.options(), {g: quant for g in GRAPHS}, [])
     if calib is None:
-        raise VlrtError("--int8-mode static calibrates on real frames: pass --calib DIR, a folder of videos "
-                        "like the ones you will embed")
+        raise VlrtError(f"{backend.name} int8 comes from a calibrated Q/DQ graph (--int8-mode static): pass "
+                        "--calib DIR, a folder of videos like the ones you will embed")
     videos = calibration_videos(Path(calib))
-    quant = StaticInt8QDQ(symmetric=backend == "ort-cuda", reduce_range=reduce_range and backend == "ort-cpu")
-    options = {**quant.options(), "calibration": _calibration_id(videos)}
+    quant = StaticInt8QDQ(symmetric=backend.device == "cuda", reduce_range=reduce_range)
+    options = {**quant.options(), "calibration": _calibration_id(videos), **base}
     return _Plan(backend, precision, options, {g: quant for g in GRAPHS}, videos)
 
 
@@ -214,25 +219,29 @@ def calibration_videos(folder: Path) -> list[Path]:
     return videos
 
 
-def validate_engine(bundle: Bundle, graphs: dict[str, Path]) -> dict[str, Any]:
+def validate_engine(bundle: Bundle, graphs: dict[str, Path], *,
+                    runner: Callable[[Path], Any] | None = None) -> dict[str, Any]:
     """Min cosine per embedding of the built graphs vs the bundle's fp32 graphs (ORT CPU), on the
-    inputs of the export gate (vlrt.export.validate.validation_inputs)."""
-    from vlrt.export.validate import compare, validation_inputs
-    from vlrt.models import ModelConfig
-
-    # validation_inputs reads only model.config; a stand-in saves building the model.
-    stand_in = types.SimpleNamespace(config=ModelConfig.from_dict(bundle.manifest["model"]))
-    feeds = validation_inputs(stand_in, frames=bundle.max_frames, words=bundle.max_words)
+    gate's inputs made from the manifest (vlrt.build.validate): no PyTorch model is needed.
+    `runner` runs a backend's own artifacts (TensorRT plans); ONNX graphs run on ORT CPU."""
+    tokenizer = ClipTokenizer(bundle.path(bundle.manifest["tokenizer"]["file"]))
+    feed_sets = manifest_feed_sets(bundle.manifest, tokenizer)
     per_output: dict[str, dict[str, float]] = {}
     for name, path in graphs.items():
-        with OrtRunner(SessionFromOnnx(bundle.graph_path(name))) as ref, _runner_for(path) as opt:
-            expected, got = ref.infer(feeds[name]), opt.infer(feeds[name])
-        for out_name, value in expected.items():
-            per_output[out_name] = compare(value, got[out_name])
+        run_built = runner if runner is not None and path.suffix != ".onnx" else _onnx_runner
+        with OrtRunner(SessionFromOnnx(bundle.graph_path(name))) as ref, run_built(path) as opt:
+            for feeds in feed_sets:
+                expected, got = ref.infer(feeds[name]), opt.infer(feeds[name])
+                for out_name, value in expected.items():
+                    per_output[out_name] = worse(per_output.get(out_name), compare(value, got[out_name]))
     return {"min_cosine": min(m["min_cosine"] for m in per_output.values()),
             "max_abs_diff": max(m["max_abs_diff"] for m in per_output.values()),
             "per_output": per_output, "threshold": GATE, "reference": "bundle fp32 graphs, ONNX Runtime CPU",
-            "inputs": "vlrt.export.validate.validation_inputs"}
+            "inputs": "vlrt.build.validate.manifest_feed_sets"}
+
+
+def _onnx_runner(path: Path) -> OrtRunner:
+    return OrtRunner(SessionFromOnnx(path))
 
 
 def _gate(validation: dict[str, Any], *, enabled: bool) -> str:
@@ -281,7 +290,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _calibration_reader(bundle: Bundle, graph: str, videos: list[Path]):
-    from vlrt.export.passes import CaptionCalibration, FrameCalibration
+    from vlrt.build.passes import CaptionCalibration, FrameCalibration
     from vlrt.runtime.tokenizer import ClipTokenizer
 
     if graph == "video":
@@ -296,10 +305,10 @@ def _key_fields(bundle: Bundle, plan: _Plan) -> dict[str, Any]:
 
     from vlrt import __version__
 
-    return {"backend": plan.backend, "precision": plan.precision, "options": plan.options,
+    return {"backend": plan.backend.name, "precision": plan.precision, "options": plan.options,
             "source": {"manifest_sha256": bundle.manifest_sha256},
             "versions": {"vlrt": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-                         **({"tensorrt": engine_tensorrt_version(plan.backend)} if plan.backend == "tensorrt" else {})},
+                         **plan.backend.key_versions()},
             "machine": engine_machine(plan.backend)}
 
 
@@ -310,7 +319,7 @@ def _needs_reduce_range(machine: dict[str, Any]) -> bool:
 
 
 def _calibration_id(videos: list[Path]) -> dict[str, Any]:
-    from vlrt.export.passes import CAPTIONS
+    from vlrt.build.passes import CAPTIONS  # the text graph's calibration captions
 
     digest = hashlib.sha256()
     for path in videos:
@@ -336,84 +345,3 @@ def _engine_staging(target: Path, *, overwrite: bool) -> Iterator[Path]:
             os.replace(aside, target)
         raise
     shutil.rmtree(aside, ignore_errors=True)
-
-
-# --- TensorRT (vlrt/runtime/backends/trt, docs/tensorrt.md) --------------------------------------
-
-def _plan_tensorrt(precision: str | None, int8_mode: str | None, calib: str | Path | None,
-                   plugins: Sequence[str | Path]) -> _Plan:
-    """TensorRT builds strongly typed networks, so the ONNX graph decides the precision: FP16 from
-    the fp16 graph (the default), INT8 from symmetric Q/DQ calibrated on --calib videos, fp32
-    from the bundle's own graph. There is no dynamic int8 for TensorRT."""
-    from vlrt.export.passes import Fp16Graph, StaticInt8QDQ
-    from vlrt.runtime.backends.trt import MAX_BATCH, OPT_BATCH
-
-    precision = check_precision("tensorrt", precision or "fp16")
-    if int8_mode is not None and precision != "int8":
-        raise VlrtError(f"--int8-mode {int8_mode} applies to --precision int8, not {precision}")
-    if int8_mode not in (None, "static"):
-        raise VlrtError("TensorRT builds INT8 only from Q/DQ graphs: use --int8-mode static (its default) "
-                        "with --calib DIR")
-    if calib is not None and precision != "int8":
-        raise VlrtError("--calib is used only by --precision int8 --int8-mode static")
-    options = {"max_batch": dict(MAX_BATCH), "opt_batch": dict(OPT_BATCH), "tf32": False,
-               "plugins": [{"path": str(Path(p).resolve()), "sha256": _plugin_sha256(Path(p))} for p in plugins]}
-    if precision == "fp32":  # the bundle's own graphs, placed beside their plans by _run_passes
-        return _Plan("tensorrt", precision, {"pass": "none", **options}, {}, [])
-    if precision == "fp16":
-        return _Plan("tensorrt", precision, {"pass": "fp16", **options}, {g: Fp16Graph() for g in GRAPHS}, [])
-    if calib is None:
-        raise VlrtError("TensorRT INT8 comes from a calibrated Q/DQ graph: pass --calib DIR, a folder of videos "
-                        "like the ones you will embed")
-    videos = calibration_videos(Path(calib))
-    quant = StaticInt8QDQ(symmetric=True)
-    options = {**quant.options(), "calibration": _calibration_id(videos), **options}
-    return _Plan("tensorrt", precision, options, {g: quant for g in GRAPHS}, videos)
-
-
-def _build_tensorrt_plans(bundle: Bundle, plan: _Plan, out: Path, graphs: dict[str, dict[str, Any]],
-                          seconds: dict[str, float], progress: Callable[[str], None]) -> dict[str, dict[str, Any]]:
-    """Build a plan from each passed graph; a graph's entry becomes its plan, listing its ONNX."""
-    from vlrt.runtime.backends.trt import build_plan, profile_shapes
-
-    cache = _timing_cache_path(bundle)
-    built = {}
-    for name, entry in graphs.items():
-        t0 = time.perf_counter()
-        progress(f"TensorRT: building the {plan.precision} {name} plan")
-        profiles = profile_shapes(bundle.manifest, name, max_batch=plan.options["max_batch"][name],
-                                  opt_batch=plan.options["opt_batch"][name])
-        plan_file = out / f"{name}.plan"
-        info = build_plan(out / entry["file"], plan_file, profiles=profiles, precision=plan.precision,
-                          timing_cache=cache, plugin_libraries=[p["path"] for p in plan.options["plugins"]],
-                          progress=progress)
-        seconds[f"{name} plan"] = time.perf_counter() - t0
-        source = {k: entry.pop(k) for k in ("file", "sha256", "bytes")}  # the ONNX graph; the pass reports stay
-        built[name] = {"file": plan_file.name, "sha256": sha256_file(plan_file), "bytes": plan_file.stat().st_size,
-                       "onnx": source, **entry, "tensorrt": info}
-    return built
-
-
-def _timing_cache_path(bundle: Bundle) -> Path:
-    """One timing cache per TensorRT version and GPU, shared by every build of the bundle."""
-    from vlrt.runtime.backends.trt import gpu_fingerprint, tensorrt_version
-
-    gpu = gpu_fingerprint()
-    name = "-".join(["tensorrt", tensorrt_version(), gpu["name"], "sm" + gpu["compute_capability"]])
-    safe = "".join(c if c.isalnum() or c in ".-" else "_" for c in name)
-    return bundle.root / ENGINES / ".timing-cache" / f"{safe}.cache"
-
-
-def _runner_for(path: Path):
-    """The gate runs what will run: ONNX graphs on ORT CPU, TensorRT plans on the GPU."""
-    if path.suffix == ".plan":
-        from vlrt.runtime.backends.trt import PlanFromFile, TrtRunner
-
-        return TrtRunner(PlanFromFile(path))  # plugin libraries were loaded by the build, in this process
-    return OrtRunner(SessionFromOnnx(path))
-
-
-def _plugin_sha256(path: Path) -> str:
-    if not path.is_file():
-        raise VlrtError(f"--plugin {path}: no such file")
-    return sha256_file(path)
