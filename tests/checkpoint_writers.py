@@ -89,6 +89,7 @@ __all__ = [
     "clip4clip_state_dict",
     "count_parameters",
     "hf_config_kwargs",
+    "hf_model_features",
     "hf_reference_features",
     "open_clip_state_dict",
     "openai_shapes",
@@ -118,14 +119,29 @@ class Geometry:
     text_layers: int = 2
     context_length: int = 77
     vocab_size: int = 49408
+    # MLP hidden widths; 0 means CLIP's 4 x width. open_clip's ViT-g-14 / ViT-bigG-14 differ.
+    vision_mlp: int = 0
+    text_mlp: int = 0
+    # OpenAI derives heads as width // 64; open_clip configs state vision_cfg.head_width and
+    # text_cfg.heads, Hugging Face configs num_attention_heads.
+    vision_head_width: int = 64
+    text_head_width: int = 64
 
     @property
     def vision_heads(self) -> int:
-        return self.vision_width // 64
+        return self.vision_width // self.vision_head_width
 
     @property
     def text_heads(self) -> int:
-        return self.text_width // 64
+        return self.text_width // self.text_head_width
+
+    @property
+    def vision_hidden(self) -> int:
+        return self.vision_mlp or 4 * self.vision_width
+
+    @property
+    def text_hidden(self) -> int:
+        return self.text_mlp or 4 * self.text_width
 
     @property
     def grid(self) -> int:
@@ -178,9 +194,10 @@ _Spec = list[tuple[str, tuple[int, ...], str]]
 _FP16_KINDS = frozenset({"linear_w", "linear_b", "conv_w", "proj"})
 
 
-def _resblock_spec(prefix: str, width: int) -> _Spec:
-    """OpenAI ResidualAttentionBlock (also CLIP4Clip's module_cross copy)."""
-    hidden = 4 * width
+def _resblock_spec(prefix: str, width: int, hidden: int | None = None) -> _Spec:
+    """OpenAI ResidualAttentionBlock (also CLIP4Clip's module_cross copy); `hidden` is the MLP
+    width (open_clip's mlp_ratio), 4 x width unless given."""
+    hidden = hidden or 4 * width
     return [
         (f"{prefix}attn.in_proj_weight", (3 * width, width), "linear_w"),
         (f"{prefix}attn.in_proj_bias", (3 * width,), "linear_b"),
@@ -213,13 +230,13 @@ def _openai_spec(geom: Geometry) -> _Spec:
         ("visual.ln_pre.bias", (vw,), "ln_b"),
     ]
     for i in range(geom.vision_layers):
-        spec += _resblock_spec(f"visual.transformer.resblocks.{i}.", vw)
+        spec += _resblock_spec(f"visual.transformer.resblocks.{i}.", vw, geom.vision_hidden)
     spec += [
         ("visual.ln_post.weight", (vw,), "ln_w"),
         ("visual.ln_post.bias", (vw,), "ln_b"),
     ]
     for i in range(geom.text_layers):
-        spec += _resblock_spec(f"transformer.resblocks.{i}.", tw)
+        spec += _resblock_spec(f"transformer.resblocks.{i}.", tw, geom.text_hidden)
     spec += [
         ("token_embedding.weight", (geom.vocab_size, tw), "token_embed"),
         ("ln_final.weight", (tw,), "ln_w"),
@@ -350,10 +367,14 @@ def write_openai_torchscript(path: str | Path, geom: Geometry = TINY, seed: int 
     return path
 
 
-def write_openai_state_dict(path: str | Path, geom: Geometry = TINY, seed: int = 0) -> Path:
-    """``torch.save`` of the plain OpenAI state dict (mixed fp16/fp32, extras included)."""
+def write_openai_state_dict(path: str | Path, geom: Geometry = TINY, seed: int = 0, *,
+                            extra_keys: bool = True) -> Path:
+    """``torch.save`` of the plain OpenAI state dict (mixed fp16/fp32). ``extra_keys=True``: the
+    released archive's state dict (extras included); ``extra_keys=False``: what
+    ``torch.save(model.state_dict())`` writes for a model from ``clip.load`` (``build_model``
+    deleted the extras), the form fine-tuning code saves."""
     path = Path(path)
-    torch.save(openai_state_dict(geom, seed), path)
+    torch.save(openai_state_dict(geom, seed, extra_keys=extra_keys), path)
     return path
 
 
@@ -463,11 +484,18 @@ def write_open_clip_dir(path: str | Path, geom: Geometry = TINY, seed: int = 0, 
     ``open_clip_model.safetensors`` or ``open_clip_pytorch_model.bin``."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model_cfg = {"embed_dim": geom.embed_dim,
-                 "vision_cfg": {"image_size": geom.image_size, "layers": geom.vision_layers,
-                                "width": geom.vision_width, "patch_size": geom.patch_size},
-                 "text_cfg": {"context_length": geom.context_length, "vocab_size": geom.vocab_size,
-                              "width": geom.text_width, "heads": geom.text_heads, "layers": geom.text_layers}}
+    vision_cfg = {"image_size": geom.image_size, "layers": geom.vision_layers,
+                  "width": geom.vision_width, "patch_size": geom.patch_size}
+    text_cfg = {"context_length": geom.context_length, "vocab_size": geom.vocab_size,
+                "width": geom.text_width, "heads": geom.text_heads, "layers": geom.text_layers}
+    # Written only where they differ from open_clip's defaults, as its model configs do.
+    if geom.vision_head_width != 64:
+        vision_cfg["head_width"] = geom.vision_head_width
+    if geom.vision_mlp:
+        vision_cfg["mlp_ratio"] = geom.vision_mlp / geom.vision_width
+    if geom.text_mlp:
+        text_cfg["mlp_ratio"] = geom.text_mlp / geom.text_width
+    model_cfg = {"embed_dim": geom.embed_dim, "vision_cfg": vision_cfg, "text_cfg": text_cfg}
     if quick_gelu:
         model_cfg["quick_gelu"] = True
     config = {"model_cfg": model_cfg,
@@ -495,7 +523,7 @@ def hf_config_kwargs(
     text_config = {
         "vocab_size": geom.vocab_size,
         "hidden_size": geom.text_width,
-        "intermediate_size": 4 * geom.text_width,
+        "intermediate_size": geom.text_hidden,
         "projection_dim": geom.embed_dim,
         "num_hidden_layers": geom.text_layers,
         "num_attention_heads": geom.text_heads,
@@ -506,7 +534,7 @@ def hf_config_kwargs(
     }
     vision_config = {
         "hidden_size": geom.vision_width,
-        "intermediate_size": 4 * geom.vision_width,
+        "intermediate_size": geom.vision_hidden,
         "projection_dim": geom.embed_dim,
         "num_hidden_layers": geom.vision_layers,
         "num_attention_heads": geom.vision_heads,
@@ -585,7 +613,12 @@ def hf_reference_features(
     *unnormalized* embeddings HF's ``get_image_features``/``get_text_features`` return."""
     from transformers import CLIPModel
 
-    model = CLIPModel.from_pretrained(str(path)).eval()
+    return hf_model_features(CLIPModel.from_pretrained(str(path)), pixel_values, input_ids)
+
+
+def hf_model_features(model: nn.Module, pixel_values: Tensor, input_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """``hf_reference_features`` for a ``CLIPModel`` already in memory."""
+    model = model.eval()
     with torch.no_grad():
         image = _features(model.get_image_features(pixel_values=pixel_values.float()))
         text = _features(model.get_text_features(input_ids=input_ids.long()))

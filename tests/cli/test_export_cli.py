@@ -32,7 +32,7 @@ def test_export_json(tmp_path):
     out = json.loads(res.stdout)
     assert out["format"] == "open_clip" and out["validation"]["passed"]
     assert any("GUESSING" in w for w in out["warnings"])
-    assert "GUESSING 'gelu'" in res.stderr
+    assert "GUESSING 'quick_gelu'" in res.stderr
 
 
 def _garbage(d):

@@ -1,8 +1,17 @@
 """Bad checkpoints give one clear error naming the file and the reason."""
+import json
+
 import numpy as np
 import pytest
 import torch
-from checkpoint_writers import TINY, TINY_C4C, openai_state_dict, write_clip4clip, write_open_clip
+from checkpoint_writers import (
+    TINY,
+    TINY_C4C,
+    openai_state_dict,
+    write_clip4clip,
+    write_open_clip,
+    write_open_clip_dir,
+)
 
 from vlrt.errors import VlrtError
 from vlrt.export import load_checkpoint
@@ -88,3 +97,16 @@ def test_words_beyond_context_are_refused(tmp_path):
     path = write_clip4clip(tmp_path / "pytorch_model.bin.0", TINY_C4C, seed=0, head="meanP")
     with pytest.raises(VlrtError, match="--words 78 is outside 3..77"):
         load_checkpoint(path, max_words=78)
+
+
+@pytest.mark.parametrize("vision_cfg, message", [
+    ({"head_width": 48}, "vision_cfg.head_width 48 does not divide the vision width 128"),
+    ({"head_width": 0}, "vision_cfg.head_width is 0, not a positive integer"),
+])
+def test_open_clip_config_heads_must_fit(vision_cfg, message, tmp_path):
+    path = write_open_clip_dir(tmp_path / "oc", TINY, seed=0)
+    config = json.loads((path / "open_clip_config.json").read_text())
+    config["model_cfg"]["vision_cfg"].update(vision_cfg)
+    (path / "open_clip_config.json").write_text(json.dumps(config))
+    with pytest.raises(VlrtError, match=f"{path}.*open_clip_config.json: {message}"):
+        load_checkpoint(path)

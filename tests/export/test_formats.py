@@ -33,6 +33,7 @@ def write_vlrt(path):
 CASES = {
     "openai-torchscript": (lambda d: write_openai_torchscript(d / "ViT-tiny.pt", TINY, seed=1), "openai", "clip", "meanP", "format"),
     "openai-state-dict": (lambda d: write_openai_state_dict(d / "tiny.pt", TINY, seed=1), "openai", "clip", "meanP", "format"),
+    "openai-model-state-dict": (lambda d: write_openai_state_dict(d / "ft.pt", TINY, seed=1, extra_keys=False), "openai", "clip", "meanP", "signature"),
     "open_clip-wrapper": (lambda d: write_open_clip(d / "epoch_3.pt", TINY, seed=1), "open_clip", "clip", "meanP", "flag"),
     "open_clip-ddp": (lambda d: write_open_clip(d / "ddp.pt", TINY, seed=1, module_prefix=True), "open_clip", "clip", "meanP", "flag"),
     "open_clip-safetensors": (lambda d: write_open_clip(d / "m.safetensors", TINY, seed=1, wrapper=False, safetensors=True), "open_clip", "clip", "meanP", "flag"),
@@ -108,10 +109,12 @@ def test_torchscript_and_state_dict_give_identical_models(tmp_path):
 
 
 def test_open_clip_activation_guess_warns_and_is_recorded(tmp_path):
+    """No config, no flag, no OpenAI dtype split: QuickGELU, the activation of the OpenAI weights
+    that video-retrieval checkpoints start from, is guessed, with a warning."""
     path = write_open_clip(tmp_path / "epoch_1.pt", TINY, seed=1)
     ckpt = load_checkpoint(path)
-    assert ckpt.activation_source == "guess" and ckpt.config.activation == "gelu"
-    assert any("GUESSING" in w and "--activation" in w for w in ckpt.warnings)
+    assert ckpt.activation_source == "guess" and ckpt.config.activation == "quick_gelu"
+    assert any("GUESSING" in w and "--activation gelu" in w for w in ckpt.warnings)
 
 
 @pytest.mark.parametrize("quick_gelu", [True, False])

@@ -25,7 +25,8 @@ def register(sub) -> None:
     p.add_argument("--words", type=int,
                    help="max tokens per caption incl. start/end (default: 32 for clip4clip, the context length for clip)")
     p.add_argument("--activation", choices=["quick_gelu", "gelu"],
-                   help="MLP activation; needed for open_clip files, whose weights do not say which")
+                   help="MLP activation, for open_clip files without a config, whose weights do not say which "
+                        "(default: quick_gelu, OpenAI's, with a warning; pass gelu for LAION-trained weights)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow full unpickling: can run arbitrary code from the file; only for files you trust")
     p.add_argument("--force", action="store_true", help="replace an existing bundle at --output")

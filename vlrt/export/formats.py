@@ -27,7 +27,7 @@ class Converted:
     state_dict: dict[str, torch.Tensor]
     family: str
     activation: str | None  # None: the format cannot tell
-    activation_source: str  # "format", "config" or "unknown"
+    activation_source: str  # "format", "signature", "config" or "unknown"
     config: ModelConfig | None = None  # formats that store the whole config
     vision_heads: int | None = None
     text_heads: int | None = None
@@ -71,6 +71,34 @@ def has_openai_layout(sd: dict[str, Any], prefix: str = "") -> bool:
     return f"{prefix}visual.conv1.weight" in sd and f"{prefix}token_embedding.weight" in sd
 
 
+# OpenAI's `clip.model.convert_weights` turns Conv/Linear weights and biases, the packed attention
+# projections and `proj`/`text_projection` into fp16, and leaves LayerNorms, the embeddings and
+# `logit_scale` in fp32. Training in fp32 or AMP saves all fp32, `model.half()` all fp16; only
+# that function (or open_clip's `convert_weights_to_lp`, which pure-fp16 training rarely saves)
+# leaves this exact split, so a state dict carrying it holds OpenAI weights.
+_OPENAI_FP16 = re.compile(r"(^visual\.conv1\.weight|\.attn\.(in_proj_|out_proj\.)\w+|\.mlp\.c_(fc|proj)\.\w+"
+                          r"|^visual\.proj|^text_projection)$")
+_OPENAI_FP32 = re.compile(r"(\.ln_\w+\.(weight|bias)|ln_final\.\w+|class_embedding|positional_embedding"
+                          r"|^token_embedding\.weight|^logit_scale)$")
+
+
+def has_openai_dtypes(sd: dict[str, Any], prefix: str = "") -> bool:
+    """Whether the CLIP tensors under `prefix` carry OpenAI's fp16/fp32 split exactly."""
+    seen = {torch.float16: 0, torch.float32: 0}
+    for key, value in sd.items():
+        if not key.startswith(prefix) or not torch.is_tensor(value):
+            continue
+        name = key[len(prefix):]
+        want = (torch.float16 if _OPENAI_FP16.search(name) else
+                torch.float32 if _OPENAI_FP32.search(name) else None)
+        if want is None:
+            continue
+        if value.dtype != want:
+            return False
+        seen[want] += 1
+    return all(seen.values())
+
+
 class VlrtFormat(Format):
     name = "vlrt"
     description = "vlrt's own checkpoint ({'format': 'vlrt-checkpoint', 'config', 'state_dict'})"
@@ -112,16 +140,23 @@ class Clip4ClipFormat(Format):
 
 class OpenAIFormat(Format):
     name = "openai"
-    description = "OpenAI CLIP release: TorchScript archive or its state dict (fp16, extra keys)"
+    description = ("OpenAI CLIP: TorchScript archive, its state dict (extra keys), or a saved "
+                   "model.state_dict() (OpenAI's fp16/fp32 split)")
 
     def matches(self, raw: RawCheckpoint, sd: dict[str, Any]) -> bool:
         if not has_openai_layout(sd):
             return False
-        return raw.container == "torchscript" or any(k in sd for k in OPENAI_EXTRA_KEYS)
+        # An open_clip_config.json beside the weights states the model; it outranks the dtypes.
+        return self._is_release(raw, sd) or (raw.open_clip_config is None and has_openai_dtypes(sd))
 
     def convert(self, raw: RawCheckpoint, sd: dict[str, Any]) -> Converted:
+        source = "format" if self._is_release(raw, sd) else "signature"
         return Converted(openai_to_canonical(sd), family="clip", activation="quick_gelu",
-                         activation_source="format")
+                         activation_source=source)
+
+    @staticmethod
+    def _is_release(raw: RawCheckpoint, sd: dict[str, Any]) -> bool:
+        return raw.container == "torchscript" or any(k in sd for k in OPENAI_EXTRA_KEYS)
 
 
 class OpenClipFormat(Format):
@@ -139,9 +174,26 @@ class OpenClipFormat(Format):
         # open_clip builds nn.GELU unless the model config sets quick_gelu (the "-quickgelu" models).
         model_cfg = raw.open_clip_config.get("model_cfg", {})
         pre = raw.open_clip_config.get("preprocess_cfg", {})
+        vision_heads, text_heads = self._heads(raw, model_cfg, sd)
         return Converted(sd, family="clip", activation="quick_gelu" if model_cfg.get("quick_gelu") else "gelu",
-                         activation_source="config",
+                         activation_source="config", vision_heads=vision_heads, text_heads=text_heads,
                          preprocessing={k: pre[k] for k in ("mean", "std") if k in pre})
+
+    @staticmethod
+    def _heads(raw: RawCheckpoint, model_cfg: dict[str, Any], sd: dict[str, Any]) -> tuple[int | None, int | None]:
+        """Attention heads as open_clip builds them: vision width // vision_cfg.head_width (default
+        64), text_cfg.heads (default 8). ViT-H-14, ViT-g-14 and ViT-bigG-14 use 80-104-wide heads."""
+        vision_cfg, text_cfg = model_cfg.get("vision_cfg", {}), model_cfg.get("text_cfg", {})
+        head_width, text_heads = vision_cfg.get("head_width", 64), text_cfg.get("heads", 8)
+        for name, value in (("vision_cfg.head_width", head_width), ("text_cfg.heads", text_heads)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise VlrtError(f"{raw.path}: open_clip_config.json: {name} is {value!r}, not a positive integer")
+        conv = sd.get("clip.visual.conv1.weight")
+        width = int(conv.shape[0]) if conv is not None else None
+        if width is not None and width % head_width:
+            raise VlrtError(f"{raw.path}: open_clip_config.json: vision_cfg.head_width {head_width} "
+                            f"does not divide the vision width {width}")
+        return (width // head_width if width else None), text_heads
 
 
 class HuggingFaceFormat(Format):

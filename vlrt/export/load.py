@@ -15,12 +15,17 @@ import torch
 
 from vlrt.errors import VlrtError
 from vlrt.export.formats import Converted, detect_format, get_format
-from vlrt.export.infer import check_shapes, infer_config
+from vlrt.export.infer import check_shapes, infer_config, shape_of
 from vlrt.export.read import read_checkpoint
 from vlrt.models import ModelConfig, VideoTextModel
 from vlrt.models.families import Family, get_family
 
 log = logging.getLogger("vlrt.export")
+
+# With no config, flag or dtype signature, GELU and QuickGELU weights look alike. QuickGELU is the
+# guess because the checkpoints this tool exists for (CLIP4Clip, X-CLIP, DRL and most other
+# video-text retrieval work) fine-tune OpenAI's CLIP, and keep its activation.
+ACTIVATION_GUESS = "quick_gelu"
 
 
 @dataclasses.dataclass
@@ -28,7 +33,7 @@ class LoadedCheckpoint:
     model: VideoTextModel  # fp32, eval mode
     format: str
     family: Family
-    activation_source: str  # "format" | "config" | "flag" | "guess"
+    activation_source: str  # "format" | "signature" | "config" | "flag" | "guess"
     max_frames: int
     max_words: int
     sampling: dict[str, Any]
@@ -94,18 +99,35 @@ def _resolve_activation(conv: Converted, flag: str | None, warnings: list[str], 
     if conv.activation:
         return conv.activation, conv.activation_source
     message = (f"{path}: the activation (GELU or QuickGELU) cannot be read from the weights; GUESSING "
-               "'gelu' (open_clip's default). A wrong guess silently changes every embedding: pass "
-               "--activation quick_gelu for OpenAI-trained weights or --activation gelu to silence this")
+               f"'{ACTIVATION_GUESS}' (OpenAI CLIP's, which most video-retrieval checkpoints start from). "
+               "A wrong guess silently changes every embedding: pass --activation gelu for weights "
+               "trained from scratch with open_clip (e.g. its LAION models), or --activation "
+               "quick_gelu to silence this")
     log.warning(message)
     warnings.append(message)
-    return "gelu", "guess"
+    return ACTIVATION_GUESS, "guess"
 
 
 def _model_config(conv: Converted, activation: str) -> ModelConfig:
     if conv.config is not None:
         return conv.config.replace(activation=activation)
-    return infer_config(conv.state_dict, activation=activation, vision_heads=conv.vision_heads,
-                        text_heads=conv.text_heads, layer_norm_eps=conv.layer_norm_eps)
+    cfg = infer_config(conv.state_dict, activation=activation, vision_heads=conv.vision_heads,
+                       text_heads=conv.text_heads, layer_norm_eps=conv.layer_norm_eps)
+    return with_mlp_widths(cfg, conv.state_dict)
+
+
+def with_mlp_widths(cfg: ModelConfig, shapes: dict[str, Any]) -> ModelConfig:
+    """`cfg` with each tower's MLP width read from its first block's `c_fc` rows.
+
+    Not every CLIP uses 4 x width (open_clip's ViT-g-14: mlp_ratio 4.3637, ViT-bigG-14: 4.9231);
+    `check_shapes` then holds every other block to the same width.
+    """
+    towers = {}
+    for name, prefix in (("vision", "clip.visual"), ("text", "clip.text")):
+        c_fc = shapes.get(f"{prefix}.transformer.resblocks.0.mlp.c_fc.weight")
+        if c_fc is not None:
+            towers[name] = dataclasses.replace(getattr(cfg, name), mlp_width=int(shape_of(c_fc)[0]))
+    return cfg.replace(**towers)
 
 
 def _build(cfg: ModelConfig, state_dict: dict[str, torch.Tensor]) -> VideoTextModel:

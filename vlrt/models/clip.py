@@ -23,7 +23,7 @@ class VisionTransformer(nn.Module):
         self.class_embedding = nn.Parameter(torch.empty(v.width))
         self.positional_embedding = nn.Parameter(torch.empty(grid * grid + 1, v.width))
         self.ln_pre = nn.LayerNorm(v.width, eps=cfg.layer_norm_eps)
-        self.transformer = Transformer(v.width, v.layers, v.heads, cfg.activation, cfg.layer_norm_eps)
+        self.transformer = Transformer(v.width, v.layers, v.heads, cfg.activation, cfg.layer_norm_eps, v.mlp_width)
         self.ln_post = nn.LayerNorm(v.width, eps=cfg.layer_norm_eps)
         self.proj = nn.Parameter(torch.empty(v.width, cfg.embed_dim))
 
@@ -49,7 +49,7 @@ class TextTransformer(nn.Module):
         t = cfg.text
         self.token_embedding = nn.Embedding(t.vocab_size, t.width)
         self.positional_embedding = nn.Parameter(torch.empty(t.context_length, t.width))
-        self.transformer = Transformer(t.width, t.layers, t.heads, cfg.activation, cfg.layer_norm_eps)
+        self.transformer = Transformer(t.width, t.layers, t.heads, cfg.activation, cfg.layer_norm_eps, t.mlp_width)
         self.ln_final = nn.LayerNorm(t.width, eps=cfg.layer_norm_eps)
         self.text_projection = nn.Parameter(torch.empty(t.width, cfg.embed_dim))
         causal = torch.full((t.context_length, t.context_length), float("-inf")).triu(1)

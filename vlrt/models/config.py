@@ -19,6 +19,14 @@ ACTIVATIONS: tuple[str, ...] = ("quick_gelu", "gelu")
 HEAD_TYPES: tuple[str, ...] = ("meanP", "seqTransf", "seqLSTM")
 
 
+def _resolve_mlp_width(tower: VisionConfig | TextConfig) -> None:
+    if tower.mlp_width is None:
+        # Stored as a number, not left implicit, so manifests and saved configs state it.
+        object.__setattr__(tower, "mlp_width", 4 * tower.width)
+    if not isinstance(tower.mlp_width, int) or tower.mlp_width < 1:
+        raise VlrtError(f"MLP width {tower.mlp_width!r} is not a positive integer")
+
+
 @dataclasses.dataclass(frozen=True)
 class VisionConfig:
     image_size: int
@@ -26,6 +34,12 @@ class VisionConfig:
     width: int
     layers: int
     heads: int
+    # Hidden width of each block's MLP. CLIP uses 4 x width; open_clip's ViT-g-14 and ViT-bigG-14
+    # do not. None means 4 x width (configs written before this field existed).
+    mlp_width: int | None = None
+
+    def __post_init__(self) -> None:
+        _resolve_mlp_width(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +49,10 @@ class TextConfig:
     width: int
     layers: int
     heads: int
+    mlp_width: int | None = None  # as VisionConfig.mlp_width
+
+    def __post_init__(self) -> None:
+        _resolve_mlp_width(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +95,7 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         try:
             return cls(
                 embed_dim=int(data["embed_dim"]),
@@ -90,7 +108,7 @@ class ModelConfig:
         except (KeyError, TypeError) as exc:
             raise VlrtError(f"malformed model config: {exc}") from None
 
-    def replace(self, **changes: Any) -> "ModelConfig":
+    def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
 

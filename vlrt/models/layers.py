@@ -51,11 +51,12 @@ class MultiheadAttention(nn.Module):
 
 
 class Mlp(nn.Module):
-    def __init__(self, width: int, activation: str) -> None:
+    def __init__(self, width: int, activation: str, hidden: int | None = None) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(width, 4 * width)
+        hidden = hidden or 4 * width  # CLIP's ratio; some open_clip models use another
+        self.c_fc = nn.Linear(width, hidden)
         self.gelu = make_activation(activation)
-        self.c_proj = nn.Linear(4 * width, width)
+        self.c_proj = nn.Linear(hidden, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c_proj(self.gelu(self.c_fc(x)))
@@ -64,12 +65,12 @@ class Mlp(nn.Module):
 class ResidualBlock(nn.Module):
     """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
 
-    def __init__(self, width: int, heads: int, activation: str, eps: float) -> None:
+    def __init__(self, width: int, heads: int, activation: str, eps: float, mlp_width: int | None = None) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(width, eps=eps)
         self.attn = MultiheadAttention(width, heads)
         self.ln_2 = nn.LayerNorm(width, eps=eps)
-        self.mlp = Mlp(width, activation)
+        self.mlp = Mlp(width, activation, mlp_width)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), mask)
@@ -77,10 +78,11 @@ class ResidualBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, width: int, layers: int, heads: int, activation: str, eps: float) -> None:
+    def __init__(self, width: int, layers: int, heads: int, activation: str, eps: float,
+                 mlp_width: int | None = None) -> None:
         super().__init__()
         self.resblocks = nn.ModuleList(
-            ResidualBlock(width, heads, activation, eps) for _ in range(layers)
+            ResidualBlock(width, heads, activation, eps, mlp_width) for _ in range(layers)
         )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
