@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, machine, write_result
+from common import RESULTS, machine, stages, write_result
 
-from vlrt.speed import min_cosine, ort_session, timed
+from vlrt.bench.speed import min_cosine, ort_session, timed
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the checked-in test-video generator
@@ -58,7 +58,7 @@ def prepare(work: Path, config: str) -> Path:
 
 
 def engines(bundle: Path, calib: Path, progress) -> dict[str, object]:
-    from vlrt.export.build import build_engine
+    from vlrt.build.engine import build_engine
 
     settings = {
         "int8 dynamic": {"backend": "ort-cpu", "precision": "int8", "int8_mode": "dynamic"},
@@ -74,9 +74,9 @@ def retrieval(work: Path) -> dict | None:
     """`vlrt bench` figures of the embedded trained model, fp32 and each int8 engine."""
     import subprocess
 
-    from vlrt import synth
+    from vlrt.bench import synth
     from vlrt.export import export_checkpoint
-    from vlrt.export.build import build_engine
+    from vlrt.build.engine import build_engine
 
     model = ROOT / "vlrt" / "assets" / "default_model.pt.gz"
     if not model.is_file():
@@ -105,14 +105,13 @@ def run(args) -> dict:
     import onnxruntime
     import torch
 
-    from vlrt.cli.common import Stages
     from vlrt.export import load_checkpoint
 
     torch.set_num_threads(args.threads)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     bundle = prepare(work, args.config)
-    built = engines(bundle, work / "calib", Stages())
+    built = engines(bundle, work / "calib", stages())
     model = load_checkpoint(work / "model.pt").model.eval()
     size = model.config.vision.image_size
     rng = np.random.default_rng(0)

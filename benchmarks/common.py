@@ -23,3 +23,12 @@ def machine() -> str:
 
     m = machine_fingerprint()
     return f"{m['cpu']} ({m['arch']}; {', '.join(m['isa'])}), {os.cpu_count()} cores, no GPU"
+
+
+def stages():
+    """A progress callback for long steps: one line on stderr per stage, with elapsed seconds."""
+    import sys
+    import time
+
+    t0 = time.perf_counter()
+    return lambda message: print(f"[{time.perf_counter() - t0:6.1f}s] {message}", file=sys.stderr, flush=True)

@@ -82,7 +82,7 @@ def row(name: str, times: list[float], *, units: float, unit: str, **extra) -> d
 def encoder_rows(args) -> list[dict]:
     import torch
 
-    from vlrt.cli.demo import shipped_model
+    from vlrt.assets import default_checkpoint as shipped_model
     from vlrt.export.load import load_checkpoint
     from vlrt.gpu.encode import GpuEncoder
     from vlrt.models import VideoTextModel, get_config, random_init
@@ -128,7 +128,7 @@ def make_videos(folder: Path, args) -> list[str]:
 def settings_for(config: str) -> dict:
     """CLIP4Clip's settings (12 frames, 1 fps, uniform slice) for this geometry."""
     from vlrt.models import get_config
-    from vlrt.models.families import get_family
+    from vlrt.families import get_family
 
     fam = get_family("clip4clip")
     size = get_config(config).vision.image_size

@@ -2,7 +2,7 @@
 
     python benchmarks/speed_cpu.py --workdir /tmp/vlrt-speed
 
-Three bundles, each measured with vlrt.speed.run_speed (every configuration side by side: eager
+Three bundles, each measured with vlrt.bench.speed.run_speed (every configuration side by side: eager
 PyTorch fp32, the plain ORT export, fp32 + fused attention, int8 dynamic (the ort-cpu default
 engine), int8 + fused attention, int8 + token merging, int8 + frame skipping):
 
@@ -23,7 +23,7 @@ import json
 import sys
 from pathlib import Path
 
-from common import RESULTS, write_result
+from common import RESULTS, stages, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -42,10 +42,9 @@ def main() -> None:
 
     from e2e import make_bundle, make_videos
 
-    from vlrt.cli.common import Stages
-    from vlrt.cli.demo import write_gallery
+    from vlrt.bench.quality import write_gallery
     from vlrt.export import export_checkpoint
-    from vlrt.speed import default_configs, markdown, plot, run_speed
+    from vlrt.bench.speed import default_configs, markdown, plot, run_speed
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -65,7 +64,7 @@ def main() -> None:
             make_bundle(folder, name)
         result = run_speed(bundle, configs=default_configs(merges), threads=args.threads, batch=1, frames=12,
                            warmup=2, repeats=args.repeats, videos=e2e, checkpoint=str(folder / "model.pt"),
-                           progress=Stages())
+                           progress=stages())
         results.append((f"{name} + seqTransf, random weights", result))
     if not args.only or "default" in args.only:
         bundle = work / "default" / "bundle"  # exported afresh: the shipped model may have changed
@@ -73,7 +72,7 @@ def main() -> None:
         paths, scenes = write_gallery(work / "synthetic-test", None)
         result = run_speed(bundle, configs=default_configs([1, 2], [1.0]), threads=args.threads, batch=8,
                            frames=12, warmup=3, repeats=4 * args.repeats, videos=paths[:64],  # ~0.1 s a run: more
-                           quality=(paths, [s.caption for s in scenes]), progress=Stages())
+                           quality=(paths, [s.caption for s in scenes]), progress=stages())
         results.append(("embedded default model (64 px, 4+3 layers, seqTransf), synthetic test clips", result))
     out = Path(args.out)
     if args.only and out.is_file():  # re-measure some bundles, keep the others' last results
@@ -84,7 +83,7 @@ def main() -> None:
         sections.append(markdown(result, title).replace("# ", "## ", 1))
     combined = {"benchmark": "speed-cpu", "results": {title: r for title, r in results}}
     header = ("# Encoder and end-to-end speed per build configuration, CPU\n\n"
-              "Produced by `python benchmarks/speed_cpu.py` (vlrt.speed.run_speed, the code behind "
+              "Produced by `python benchmarks/speed_cpu.py` (vlrt.bench.speed.run_speed, the code behind "
               "`vlrt bench --speed`); the plot is speed-cpu.png.\n\n")
     write_result(out, combined, header + "\n".join(sections))
     plot(results, out.with_suffix(".png"))

@@ -1,6 +1,6 @@
 import numpy as np
 
-from vlrt.metrics import ranks, recall_report, top1_agreement
+from vlrt.bench.metrics import ranks, recall_report, top1_agreement
 
 
 def test_ranks_and_recall():

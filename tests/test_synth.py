@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from video_assets import frame_index  # noqa: F401  (shared test helpers import cleanly)
 
-from vlrt import synth
+from vlrt.bench import synth
 from vlrt.runtime.video import probe, read_frames
 
 

@@ -2,7 +2,8 @@
 import numpy as np
 import torch
 
-from vlrt import synth, train
+from vlrt.bench import synth
+from vlrt.models import train
 from vlrt.export import export_checkpoint
 from vlrt.models.checkpoint import save_checkpoint
 

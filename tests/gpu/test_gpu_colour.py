@@ -17,7 +17,7 @@ import pytest
 import torch
 from video_assets import write_video
 
-from vlrt import synth
+from vlrt.bench import synth
 from vlrt.gpu.colour import matrix_name, nv12_to_rgb, yuv420_to_rgb
 
 MEAN_8BIT, MAX_8BIT = 1.5, 3

@@ -93,7 +93,7 @@ def test_fp16_on_cuda_matches_fp32_onnx_runtime_on_cpu(tiny):
 
 @pytest.mark.cuda
 def test_fp16_default_model_matches_onnx_runtime(tmp_path):
-    from vlrt.cli.demo import shipped_model
+    from vlrt.assets import default_checkpoint as shipped_model
 
     rt = Runtime.load(export_checkpoint(shipped_model(), tmp_path / "bundle").bundle, backend="ort-cpu")
     enc = GpuEncoder.from_checkpoint(shipped_model())

@@ -1,10 +1,14 @@
-"""The runtime works on a box without torch: import every runtime module and encode with torch
-made unimportable."""
+"""A deployment box has no torch: every module of the runtime, build, families, bench and CLI
+packages imports, an engine is built and the runtime encodes, with torch made unimportable."""
 import pkgutil
 import subprocess
 import sys
 import textwrap
 
+import vlrt.bench
+import vlrt.build
+import vlrt.cli
+import vlrt.families
 import vlrt.runtime
 from checkpoint_writers import TINY_C4C, write_clip4clip
 
@@ -20,26 +24,35 @@ BLOCK_TORCH = textwrap.dedent("""
 """)
 
 
-def runtime_modules():
-    return sorted(m.name for m in pkgutil.walk_packages(vlrt.runtime.__path__, "vlrt.runtime."))
+TORCH_FREE = (vlrt.runtime, vlrt.build, vlrt.families, vlrt.bench, vlrt.cli)
 
 
-def test_runtime_modules_import_without_torch():
-    modules = runtime_modules()
-    assert "vlrt.runtime.tokenizer" in modules and "vlrt.runtime.backends.ort.runner" in modules
-    code = BLOCK_TORCH + "\n".join(f"import {m}" for m in ["vlrt", *modules])
+def torch_free_modules():
+    return sorted(m.name for pkg in TORCH_FREE for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."))
+
+
+def test_deployment_modules_import_without_torch():
+    modules = torch_free_modules()
+    for name in ("vlrt.runtime.tokenizer", "vlrt.runtime.backends.ort.runner", "vlrt.build.engine",
+                 "vlrt.build.passes.int8", "vlrt.families.clip", "vlrt.bench.quality", "vlrt.cli.demo"):
+        assert name in modules
+    code = BLOCK_TORCH + "\n".join(f"import {m}" for m in ["vlrt", "vlrt.assets", "vlrt.constants", *modules])
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_runtime_encodes_without_torch(tmp_path):
+def test_build_and_encode_without_torch(tmp_path):
     export_checkpoint(write_clip4clip(tmp_path / "pytorch_model.bin.0", TINY_C4C, seed=0, head="seqTransf"),
                       tmp_path / "b", max_frames=3)
     code = BLOCK_TORCH + textwrap.dedent(f"""
         import numpy as np, vlrt
-        rt = vlrt.Runtime.load({str(tmp_path / 'b')!r})
+        from vlrt.build import build_engine
+        built = build_engine({str(tmp_path / 'b')!r}, backend="ort-cpu", precision="int8")
+        assert built.manifest["validation"]["gate"] == "passed"
+        rt = vlrt.Runtime.load({str(tmp_path / 'b')!r}, precision="int8")
+        assert rt.engine.key == built.key
         v = rt.encode_frames(np.zeros((2, 3, 3, 32, 32), np.float32))
         t = rt.encode_text(["a dog"])
         assert v.shape == (2, {TINY_C4C.embed_dim}) and t.shape == (1, {TINY_C4C.embed_dim})
-        assert "torch" not in sys.modules
+        assert "torch" not in sys.modules and not any(m.startswith("vlrt.export") for m in sys.modules)
     """)
     subprocess.run([sys.executable, "-c", code], check=True)

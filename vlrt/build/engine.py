@@ -24,8 +24,9 @@ from typing import Any, Literal
 import numpy as np
 
 from vlrt.build.staging import staging_dir
-from vlrt.build.validate import compare, manifest_feed_sets, worse
+from vlrt.build.validate import compare, worse
 from vlrt.errors import VlrtError
+from vlrt.families import get_family
 from vlrt.runtime import backends
 from vlrt.runtime.backends import Backend
 from vlrt.runtime.backends.ort import OrtRunner, SessionFromOnnx
@@ -225,7 +226,7 @@ def validate_engine(bundle: Bundle, graphs: dict[str, Path], *,
     gate's inputs made from the manifest (vlrt.build.validate): no PyTorch model is needed.
     `runner` runs a backend's own artifacts (TensorRT plans); ONNX graphs run on ORT CPU."""
     tokenizer = ClipTokenizer(bundle.path(bundle.manifest["tokenizer"]["file"]))
-    feed_sets = manifest_feed_sets(bundle.manifest, tokenizer)
+    feed_sets = get_family(bundle.manifest["family"]).validation_inputs(bundle.manifest, tokenizer)
     per_output: dict[str, dict[str, float]] = {}
     for name, path in graphs.items():
         run_built = runner if runner is not None and path.suffix != ".onnx" else _onnx_runner

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from vlrt.cli.common import BACKEND_HELP, add_json, print_json, subcommand
 from vlrt.errors import VlrtError
+from vlrt.runtime import backends
 
 
 def default_cache() -> Path:
@@ -38,8 +39,7 @@ def register(sub) -> None:
     p.add_argument("--cache", default=str(default_cache()),
                    help="where the test clips are written once (default: %(default)s)")
     p.add_argument("--videos", type=int, help="use only the first N test clips (default: all)")
-    p.add_argument("--backend", choices=["ort-cpu", "ort-cuda", "tensorrt"],
-                   help=BACKEND_HELP)
+    p.add_argument("--backend", choices=backends.names(), help=BACKEND_HELP)
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
                    help="measure the engine `vlrt build` made for this precision (default: fp32, the bundle's graphs)")
     p.add_argument("--engine", metavar="KEY", help="measure this built engine (a key under BUNDLE/engines/)")
@@ -67,26 +67,31 @@ def measure(bundle: str, paths: list[str], scenes, backend: str | None, precisio
             engine: str | None = None):
     """(videos (N, D), scores (captions, videos), the demo's quality figures incl. the probes)."""
     from vlrt import Runtime
-    from vlrt.cli.demo import embed, quality_of
+    from vlrt.bench.quality import embed, quality_of
 
     rt = Runtime.load(bundle, backend=backend, precision=precision, engine=engine)
-    videos = embed(rt, paths, quiet=True)
+    videos = embed(rt, paths)
     quality, scores = quality_of(rt, videos, scenes)
-    return videos, scores, quality
+    return videos, scores, quality, rt.engine_info
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlrt.cli.demo import write_gallery
-    from vlrt.metrics import top1_agreement
+    from vlrt.bench.metrics import top1_agreement
+    from vlrt.bench.quality import write_gallery
+    from vlrt.cli.common import Stages
 
     if args.speed:
         return run_speed(args)
+    stages = Stages(quiet=args.json)
+    stages(f"writing the synthetic test clips to {args.cache}")
     paths, scenes = write_gallery(Path(args.cache), args.videos)
-    videos, scores, quality = measure(args.bundle, paths, scenes, args.backend, args.precision, args.engine)
-    out = {"bundle": args.bundle, "precision": args.precision or "fp32", "engine": args.engine,
+    stages(f"embedding {len(paths)} clips with {args.bundle}")
+    videos, scores, quality, engine = measure(args.bundle, paths, scenes, args.backend, args.precision, args.engine)
+    out = {"bundle": args.bundle, "precision": engine["precision"], "engine": engine,
            "videos": len(paths), "quality": quality}
     if args.reference:
-        ref_videos, ref_scores, _ = measure(args.reference, paths, scenes, args.backend)
+        stages(f"embedding {len(paths)} clips with the reference {args.reference}")
+        ref_videos, ref_scores, _, _ = measure(args.reference, paths, scenes, args.backend)
         if ref_videos.shape != videos.shape:
             raise VlrtError(f"{args.reference}: {ref_videos.shape[1]}-d embeddings, {args.bundle}: "
                             f"{videos.shape[1]}-d; a reference must be the same model")
@@ -98,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         print_json(out)
         return 0
     q = out["quality"]
-    print(f"{args.bundle}: {len(paths)} synthetic test clips")
+    print(f"{args.bundle}: {len(paths)} synthetic test clips; encoded by {_engine_line(engine)}")
     for d in ("t2v", "v2t"):
         print(f"  {d}: R@1 {q[f'{d}_R@1']:.2f}  R@5 {q[f'{d}_R@5']:.2f}  R@10 {q[f'{d}_R@10']:.2f}  "
               f"median rank {q[f'{d}_median_rank']:g}")
@@ -110,15 +115,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_line(engine: dict) -> str:
+    if engine["engine"] is None:
+        return f"the bundle's fp32 graphs ({engine['backend']})"
+    return f"engine {engine['engine']} ({engine['backend']}, {engine['precision']})"
+
+
 def run_speed(args: argparse.Namespace) -> int:
     import json
 
+    from vlrt.bench.quality import write_gallery
+    from vlrt.bench.speed import default_configs, markdown, plot
+    from vlrt.bench.speed import run_speed as measure_speed
     from vlrt.cli.common import Stages
-    from vlrt.cli.demo import write_gallery
     from vlrt.runtime.bundle import Bundle
-    from vlrt.speed import default_configs, markdown, plot
-    from vlrt.speed import run_speed as measure_speed
 
+    stages = Stages(quiet=args.json)
+    stages(f"opening {args.bundle}")
     bundle = Bundle.open(args.bundle)
     if args.videos_dir:
         folder = Path(args.videos_dir)
@@ -126,6 +139,7 @@ def run_speed(args: argparse.Namespace) -> int:
         if not videos:
             raise VlrtError(f"--videos-dir {folder}: no files")
     else:
+        stages(f"writing the synthetic test clips to {args.cache}")
         videos = write_gallery(Path(args.cache), args.e2e_videos)[0]
     quality = None
     if args.quality:
@@ -134,7 +148,7 @@ def run_speed(args: argparse.Namespace) -> int:
     result = measure_speed(args.bundle, configs=default_configs(args.token_merge, args.skip_similar), threads=args.threads,
                            batch=args.batch, frames=args.frames or bundle.max_frames, warmup=args.warmup,
                            repeats=args.repeats, videos=videos, checkpoint=args.checkpoint, quality=quality,
-                           progress=Stages())
+                           progress=stages)
     table = markdown(result, f"Speed of {args.bundle}")
     if args.out:
         out = Path(args.out).with_suffix("")

@@ -10,6 +10,7 @@ from typing import Any
 
 from vlrt.errors import VlrtError
 from vlrt.export.bundle import staging_dir, write_manifest
+from vlrt.runtime.bundle import SCHEMA_VERSION
 from vlrt.export.load import LoadedCheckpoint, load_checkpoint
 from vlrt.export.onnx import OPSET, export_onnx
 from vlrt.export.validate import Report, validate
@@ -46,7 +47,7 @@ def export_checkpoint(
     with staging_dir(Path(out), overwrite=overwrite) as tmp:
         t0 = time.perf_counter()
         progress(f"tracing {ckpt.format} {ckpt.config.head.type} model to ONNX (opset {OPSET})")
-        specs = export_onnx(ckpt.model, tmp, frames=ckpt.max_frames, words=ckpt.max_words)
+        specs = export_onnx(ckpt.model, ckpt.family, tmp, frames=ckpt.max_frames, words=ckpt.max_words)
         tokenizer = ClipTokenizer()
         shutil.copyfile(tokenizer.vocab_path, tmp / tokenizer.vocab_path.name)
         seconds["onnx"] = time.perf_counter() - t0
@@ -65,8 +66,9 @@ def export_checkpoint(
 def _manifest(ckpt: LoadedCheckpoint, specs, report: Report, tokenizer: ClipTokenizer) -> dict[str, Any]:
     cfg = ckpt.config
     return {
+        "schema_version": SCHEMA_VERSION,
         "source": {"path": str(ckpt.source), "format": ckpt.format},
-        "family": ckpt.family.name,
+        **ckpt.family.manifest_fields(),
         "head": cfg.head.type,
         "model": cfg.to_dict(),
         "activation": cfg.activation,
@@ -85,7 +87,7 @@ def _manifest(ckpt: LoadedCheckpoint, specs, report: Report, tokenizer: ClipToke
         "precision": "fp32",
         "passes": [],
         "opset": OPSET,
-        "graphs": {name: dataclasses.asdict(spec) for name, spec in specs.items()},
+        "graphs": {name: spec.to_manifest() for name, spec in specs.items()},
         "validation": report.to_dict(),
         "warnings": ckpt.warnings,
     }

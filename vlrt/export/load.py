@@ -18,7 +18,7 @@ from vlrt.export.formats import Converted, detect_format, get_format
 from vlrt.export.infer import check_shapes, infer_config, shape_of
 from vlrt.export.read import read_checkpoint
 from vlrt.models import ModelConfig, VideoTextModel
-from vlrt.models.families import Family, get_family
+from vlrt.families import Family, get_family, get_head
 
 log = logging.getLogger("vlrt.export")
 
@@ -77,7 +77,7 @@ def load_checkpoint(
         if cfg.head.type not in fam.heads:
             raise VlrtError(f"family {fam.name!r} has no {cfg.head.type} head; pick one of its heads "
                             f"{fam.heads} or another --family")
-        model = _build(cfg, conv.state_dict)
+        model = _build(fam, cfg, conv.state_dict)
     except VlrtError as exc:  # name the file, as every other loading error does
         if str(exc).startswith(str(raw.path)):
             raise
@@ -130,9 +130,9 @@ def with_mlp_widths(cfg: ModelConfig, shapes: dict[str, Any]) -> ModelConfig:
     return cfg.replace(**towers)
 
 
-def _build(cfg: ModelConfig, state_dict: dict[str, torch.Tensor]) -> VideoTextModel:
+def _build(family: Family, cfg: ModelConfig, state_dict: dict[str, torch.Tensor]) -> VideoTextModel:
     check_shapes(cfg, state_dict)
-    model = VideoTextModel(cfg)
+    model = family.reference_model()(cfg)
     # Mixed fp16/fp32 checkpoints (OpenAI's release) become fp32: the reference is fp32.
     model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
     return model.eval()
@@ -146,6 +146,6 @@ def _resolve_words(words: int | None, cfg: ModelConfig) -> int:
 
 
 def _check_frames(frames: int, cfg: ModelConfig) -> None:
-    limit = cfg.head.max_positions if cfg.head.type == "seqTransf" else None
+    limit = cfg.head.max_positions if get_head(cfg.head.type).positional else None
     if frames < 1 or (limit is not None and frames > limit):
         raise VlrtError(f"--frames {frames} is outside 1..{limit or 'any'} (the head's frame positions)")

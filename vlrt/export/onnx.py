@@ -1,5 +1,6 @@
-"""Trace the reference model's two encoders to ONNX.
+"""Trace the reference model's two encoders to ONNX, as its family's graph specs declare them.
 
+CLIP families (vlrt/families/clip.py):
 video.onnx: pixels (B, T, 3, H, W) float32 + frame_mask (B, T) float32
             -> video_embeds (B, E), frame_embeds (B, T, E)
 text.onnx:  input_ids (B, L) int64 -> text_embeds (B, E), token_embeds (B, L, E)
@@ -8,7 +9,6 @@ Batch, frames and words are dynamic. Outputs are L2-normalised; padded frames an
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,39 +16,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vlrt.families import Family, GraphSpec
 from vlrt.models import VideoTextModel
 
 OPSET = 17
 # The largest mask magnitude that is finite in fp16 with room to spare; it still zeroes a
 # masked frame's softmax weight exactly in fp32 (exp(-1e4) underflows to 0).
 FP16_SAFE_MASK = -1e4
-
-
-@dataclasses.dataclass(frozen=True)
-class GraphSpec:
-    name: str
-    file: str
-    inputs: dict[str, list[int | str]]
-    outputs: dict[str, list[int | str]]
-    input_types: dict[str, str]
-
-
-def graph_specs(model: VideoTextModel) -> dict[str, GraphSpec]:
-    cfg = model.config
-    size, e = cfg.vision.image_size, cfg.embed_dim
-    video = GraphSpec(
-        "video", "video.onnx",
-        inputs={"pixels": ["batch", "frames", 3, size, size], "frame_mask": ["batch", "frames"]},
-        outputs={"video_embeds": ["batch", e], "frame_embeds": ["batch", "frames", e]},
-        input_types={"pixels": "float32", "frame_mask": "float32"},
-    )
-    text = GraphSpec(
-        "text", "text.onnx",
-        inputs={"input_ids": ["batch", "words"]},
-        outputs={"text_embeds": ["batch", e], "token_embeds": ["batch", "words", e]},
-        input_types={"input_ids": "int64"},
-    )
-    return {"video": video, "text": text}
 
 
 class _VideoEncoder(nn.Module):
@@ -95,9 +69,10 @@ def dummy_inputs(model: VideoTextModel, *, frames: int, words: int) -> dict[str,
     return {"video": (pixels, mask), "text": (ids,)}
 
 
-def export_onnx(model: VideoTextModel, out_dir: Path, *, frames: int, words: int) -> dict[str, GraphSpec]:
-    """Write video.onnx and text.onnx into out_dir; returns their specs."""
-    specs = graph_specs(model)
+def export_onnx(model: VideoTextModel, family: Family, out_dir: Path, *, frames: int,
+                words: int) -> dict[str, GraphSpec]:
+    """Write the family's graphs (video.onnx and text.onnx) into out_dir; returns their specs."""
+    specs = family.graphs(image_size=model.config.vision.image_size, embed_dim=model.config.embed_dim)
     inputs = dummy_inputs(model, frames=frames, words=words)
     wrappers = {"video": _VideoEncoder(model), "text": _TextEncoder(model)}
     with export_patches(model), torch.no_grad(), warnings.catch_warnings():

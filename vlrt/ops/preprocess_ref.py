@@ -44,8 +44,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from vlrt.constants import CLIP_MEAN, CLIP_STD
 
 # BT.601: luma weights of R and B; limited range puts Y in [16, 235] and Cb, Cr in [16, 240].
 KR, KB = 0.299, 0.114

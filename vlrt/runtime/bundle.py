@@ -20,7 +20,12 @@ from typing import Any
 from vlrt.errors import VlrtError
 
 MANIFEST = "vlrt.json"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 1  # the schema's major version, also written as `bundle_version`
+# major.minor: a minor version adds fields that older readers ignore; a major one changes meaning.
+# 1.1 added per-graph `embedding` / `features` output names and the family's `embedding` kind.
+SCHEMA_VERSION = "1.1"
+# What 1.0 bundles (which did not name them) hold: the CLIP graphs' outputs.
+SCHEMA_1_0_OUTPUTS = {"video": ("video_embeds", "frame_embeds"), "text": ("text_embeds", "token_embeds")}
 ENGINES = "engines"
 ENGINE_MANIFEST = "engine.json"
 ENGINE_VERSION = 1
@@ -54,9 +59,7 @@ class Bundle:
             manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError as exc:
             raise VlrtError(f"{manifest_path}: unreadable manifest: {exc}") from None
-        version = manifest.get("bundle_version")
-        if version != BUNDLE_VERSION:
-            raise VlrtError(f"{root}: bundle version {version!r}, this vlrt reads version {BUNDLE_VERSION}")
+        _check_schema(root, manifest)
         bundle = cls(root, manifest)
         if verify:
             bundle.verify()
@@ -80,6 +83,15 @@ class Bundle:
             return self.root / self.manifest["graphs"][graph]["file"]
         except KeyError:
             raise VlrtError(f"{self.root}: the bundle has no {graph!r} graph") from None
+
+    def outputs(self, graph: str) -> tuple[str, str | None]:
+        """The names of a graph's embedding output and its per-frame/per-token features output."""
+        entry = self.manifest["graphs"].get(graph)
+        if entry is None:
+            raise VlrtError(f"{self.root}: the bundle has no {graph!r} graph")
+        if "embedding" in entry:
+            return entry["embedding"], entry.get("features")
+        return SCHEMA_1_0_OUTPUTS[graph]
 
     @property
     def embed_dim(self) -> int:
@@ -201,6 +213,19 @@ class Engine:
             if actual != entry["sha256"]:
                 raise VlrtError(f"{path}: sha256 {actual[:16]}... does not match engine.json's {entry['sha256'][:16]}...; "
                                 f"the engine was modified or corrupted, rebuild it with `vlrt build ... --force`")
+
+
+def _check_schema(root: Path, manifest: dict[str, Any]) -> None:
+    version = str(manifest.get("schema_version") or f"{manifest.get('bundle_version')}.0")
+    major, _, minor = version.partition(".")
+    if not (major.isdigit() and minor.isdigit()):
+        raise VlrtError(f"{root / MANIFEST}: unreadable schema version {version!r}")
+    if int(major) > BUNDLE_VERSION:
+        raise VlrtError(f"{root}: bundle schema {version} was written by a newer vlrt; this vlrt reads schema "
+                        f"{BUNDLE_VERSION}.x: upgrade vlrt, or export the checkpoint again with this one")
+    if int(major) < BUNDLE_VERSION or manifest.get("bundle_version") != int(major):
+        raise VlrtError(f"{root}: bundle schema {version} (bundle_version {manifest.get('bundle_version')!r}) is not "
+                        f"one this vlrt reads ({BUNDLE_VERSION}.x); export the checkpoint again")
 
 
 def token_merge_of(manifest: dict[str, Any]) -> int:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import numpy as np
 
 from vlrt.errors import VlrtError
+from vlrt.families import get_head
 from vlrt.runtime import backends
 from vlrt.runtime.backends import Backend
 from vlrt.runtime.bundle import Bundle, Engine
@@ -82,7 +83,8 @@ class Runtime:
     def encode_text(self, texts: str | Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Texts -> (N, D) float32 L2-normalised sentence embeddings."""
         ids = self.tokenize(texts)  # (N, L)
-        outs = [self._runners["text"].infer({"input_ids": ids[i:i + batch_size]})["text_embeds"]
+        name = self.bundle.outputs("text")[0]
+        outs = [self._runners["text"].infer({"input_ids": ids[i:i + batch_size]})[name]
                 for i in range(0, len(ids), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, self.embed_dim), np.float32)
 
@@ -109,12 +111,13 @@ class Runtime:
         With `return_frames=True` also the (N, T, D) per-frame embeddings (zero where masked).
         """
         pixels, mask = self._check_frames(pixels, mask)
+        embedding, features = self.bundle.outputs("video")
         videos, frames = [], []
         for i in range(0, len(pixels), batch_size):
             infer = self._runners["video"].infer if self.skip_similar is None else self._infer_skipping
             out = infer({"pixels": pixels[i:i + batch_size], "frame_mask": mask[i:i + batch_size]})
-            videos.append(out["video_embeds"])
-            frames.append(out["frame_embeds"])
+            videos.append(out[embedding])
+            frames.append(out[features])
         video = np.concatenate(videos) if videos else np.zeros((0, self.embed_dim), np.float32)
         if return_frames:
             return video, (np.concatenate(frames) if frames else np.zeros((0, pixels.shape[1], self.embed_dim), np.float32))
@@ -159,9 +162,10 @@ class Runtime:
         size = self.bundle.image_size
         if pixels.ndim != 5 or pixels.shape[2:] != (3, size, size):
             raise VlrtError(f"pixels must have shape (N, T, 3, {size}, {size}); got {pixels.shape}")
+        head = self.bundle.manifest["head"]
         limit = self.bundle.manifest["model"]["head"].get("max_positions") or None
-        if self.bundle.manifest["head"] == "seqTransf" and pixels.shape[1] > limit:
-            raise VlrtError(f"{pixels.shape[1]} frames per video, the seqTransf head has {limit} positions")
+        if limit and get_head(head).positional and pixels.shape[1] > limit:
+            raise VlrtError(f"{pixels.shape[1]} frames per video, the {head} head has {limit} positions")
         if mask is None:
             return pixels, np.ones(pixels.shape[:2], np.float32)
         mask = np.ascontiguousarray(mask, dtype=np.float32)

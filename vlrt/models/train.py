@@ -1,9 +1,9 @@
 """Train vlrt's embedded default model on synthetic videos (CPU, minutes, reproducible).
 
-    python -m vlrt.train --steps 1200 --out vlrt/assets/default_model.pt.gz
+    python -m vlrt.models.train --steps 1200 --out vlrt/assets/default_model.pt.gz
 
 A small CLIP4Clip-style model (ViT + text transformer + seqTransf head) learns from clips that
-`vlrt.synth` renders on the fly, with the symmetric InfoNCE loss of CLIP. Every batch pairs each
+`vlrt.bench.synth` renders on the fly, with the symmetric InfoNCE loss of CLIP. Every batch pairs each
 clip with a "motion twin" (same objects and background, moving the other way or at the other
 speed), so the only way to tell their captions apart is how things change from frame to frame:
 the temporal head has to learn it. Evaluation uses the held-out test captions (never seen in
@@ -26,11 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vlrt import synth
-from vlrt.metrics import ranks, recall_report
+from vlrt.bench import synth
+from vlrt.bench.metrics import ranks, recall_report
 from vlrt.models import HeadConfig, ModelConfig, TextConfig, VideoTextModel, VisionConfig, random_init
 from vlrt.models.checkpoint import save_checkpoint
-from vlrt.models.families import CLIP_MEAN, CLIP_STD
+from vlrt.constants import CLIP_MEAN, CLIP_STD
 from vlrt.runtime.sampling import segment_middle_indices
 from vlrt.runtime.tokenizer import ClipTokenizer
 
@@ -213,7 +213,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, out, family="clip4clip", settings=SETTINGS, half=True)
-    recipe = {"command": f"python -m vlrt.train --steps {args.steps} --batch {args.batch} --lr {args.lr} "
+    recipe = {"command": f"python -m vlrt.models.train --steps {args.steps} --batch {args.batch} --lr {args.lr} "
                          f"--seed {args.seed} --threads {args.threads} --precision {args.precision}",
               "precision": "bf16" if bf16 else "fp32", "cpu": torch.backends.cpu.get_cpu_capability(),
               "train_minutes": round(minutes, 2), "torch": torch.__version__, "token_rows_kept": rows,

@@ -65,13 +65,14 @@ def vision_flops(manifest: dict[str, Any], token_merge: int = 0) -> float:
 
     v = manifest["model"]["vision"]
     c, layers, patches = v["width"], v["layers"], (v["image_size"] // v["patch_size"]) ** 2
+    mlp = v.get("mlp_width") or 4 * c  # bundles before mlp_width was recorded had 4x MLPs only
     n = patches + 1
     flops = 2 * patches * (3 * v["patch_size"] ** 2) * c
     counts = merge_counts(n, layers, token_merge) if token_merge else [0] * layers
     for merged in counts:
         flops += 2 * n * c * c * 3 + 2 * 2 * n * n * c + 2 * n * c * c  # qkv, q.k and attn.v, out proj
         n -= merged  # the MLP runs after the merge
-        flops += 2 * n * c * 4 * c * 2
+        flops += 2 * n * c * mlp * 2
     return float(flops + 2 * c * manifest["embed_dim"])
 
 
@@ -235,7 +236,7 @@ def _prepare(bundle, config: Config, feeds, threads: int, checkpoint: str | None
     """What measuring one configuration needs: its video-graph call, frame encoder, text encoder;
     or the reason it cannot run here."""
     from vlrt import Runtime
-    from vlrt.export.build import build_engine
+    from vlrt.build.engine import build_engine
 
     if config.kind == "eager":
         model, torch_or_reason = _eager_model(bundle, checkpoint)
@@ -294,7 +295,7 @@ def _scores(bundle, subject: dict[str, Any], paths: list[str], captions: list[st
 
 
 def _quality(scores: np.ndarray, ref_scores: np.ndarray | None) -> dict[str, float]:
-    from vlrt.metrics import recall_report, top1_agreement
+    from vlrt.bench.metrics import recall_report, top1_agreement
 
     q = recall_report(scores)
     out = {k: q[k] for k in ("t2v_R@1", "t2v_R@5", "v2t_R@1", "v2t_R@5")}
