@@ -1,12 +1,17 @@
 """vlrt: an inference runtime for CLIP-family video-text retrieval models.
 
 The top level is the public contract: `Runtime` (load a bundle; encode texts, frames and videos),
-`Index` (open an index made by `vlrt embed`; search it) and `VlrtError`. Importing vlrt never imports torch.
+`Index` (create one and add videos to it, or open one made by `vlrt embed`; search it), what
+`Index.add` reports (`EmbedSummary`, and `EmbedEvent` to its progress callback), `expand_paths`
+(which files a list of paths names, and why the others are refused) and `VlrtError`.
+Importing vlrt never imports torch.
 """
 __version__ = "0.1.0"
 
 from vlrt.errors import VlrtError
+from vlrt.runtime.corpus import EmbedEvent, EmbedSummary
 from vlrt.runtime.index import Index
+from vlrt.runtime.paths import expand_paths
 from vlrt.runtime.runtime import Runtime
 
-__all__ = ["Index", "Runtime", "VlrtError", "__version__"]
+__all__ = ["EmbedEvent", "EmbedSummary", "Index", "Runtime", "VlrtError", "__version__", "expand_paths"]

@@ -1,11 +1,15 @@
-"""Index shards: append-only, partial shards discarded, search returns the nearest rows."""
+"""Index shards: append-only, partial shards discarded, replaced and dropped rows, compaction, the
+bundle found after moves, search returns the nearest rows."""
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from vlrt.errors import VlrtError
-from vlrt.runtime.index import Index, IndexWriter
+from vlrt.runtime.bundle import sha256_file
+from vlrt.runtime.index import Index, IndexWriter, load_shards, scan
 
 
 def unit(rng, n, d):
@@ -72,3 +76,133 @@ def test_errors_are_appended(tmp_path):
     w.report_error("y.mp4", "y.mp4: empty file")
     lines = [json.loads(line) for line in (tmp_path / "errors.jsonl").read_text().splitlines()]
     assert [entry["path"] for entry in lines] == ["x.mp4", "y.mp4"]
+
+
+def view(root):
+    index = Index.open(root)
+    return index.paths, index.embeddings.copy()
+
+
+def test_replaced_rows_and_drops(tmp_path):
+    rng = np.random.default_rng(3)
+    emb = unit(rng, 6, 16)
+    w = writer(tmp_path)
+    w.append(emb[:3], [{"path": "a"}, {"path": "b"}, {"path": "c"}])
+    w.append(emb[3:4], [{"path": "b"}])  # b re-embedded: the later row wins
+    w.drop(["c", "never-indexed"])
+    paths, got = view(tmp_path)
+    assert paths == ["a", "b"] and np.array_equal(got, emb[[0, 3]])
+    w.append(emb[4:5], [{"path": "c"}])  # a drop removes earlier rows only
+    paths, got = view(tmp_path)
+    assert paths == ["a", "b", "c"] and np.array_equal(got, emb[[0, 3, 4]])
+    s = scan(tmp_path)
+    assert (s.stored, s.dead, s.counts) == (5, 2, [3, 1, 0, 1])
+    assert Index.open(tmp_path).search(emb[3], k=1)[0] == ("b", pytest.approx(1.0, abs=1e-5))
+
+
+def test_interrupted_replacement_loses_and_duplicates_nothing(tmp_path):
+    rng = np.random.default_rng(4)
+    emb = unit(rng, 4, 16)
+    w = writer(tmp_path)
+    w.append(emb[:2], [{"path": "a"}, {"path": "b"}])
+    # killed after writing a shard that drops a and re-embeds b, before its commit
+    np.save(tmp_path / "shards" / "000001.npy", emb[2:3])
+    (tmp_path / "shards" / ".000001.jsonl.tmp").write_text('{"drop": "a"}\n{"path": "b"}\n')
+    w2 = writer(tmp_path)
+    paths, got = view(tmp_path)
+    assert paths == ["a", "b"] and np.array_equal(got, emb[:2]) and w2.next_shard == 1
+
+
+class Crash(Exception):
+    pass
+
+
+def test_compaction_survives_a_crash_at_every_step(tmp_path, monkeypatch):
+    rng = np.random.default_rng(5)
+    emb = unit(rng, 7, 16)
+    src = tmp_path / "src"
+    w = writer(src)
+    w.append(emb[:3], [{"path": "a"}, {"path": "b"}, {"path": "c"}], frames=emb[:3, None].repeat(2, 1))
+    w.append(emb[3:5], [{"path": "b"}, {"path": "d"}], frames=emb[3:5, None].repeat(2, 1))
+    w.drop(["a"])
+    w.append(emb[5:7], [{"path": "a"}, {"path": "e"}], frames=emb[5:7, None].repeat(2, 1))
+    want_paths, want = view(src)
+    assert want_paths == ["c", "b", "d", "a", "e"]
+    real_unlink, steps = Path.unlink, 0
+    for crash_after in range(13):  # 4 shards x 3 files, then no crash
+        root = tmp_path / f"run{crash_after}"
+        shutil.copytree(src, root)
+        calls = [0]
+
+        def unlink(self, missing_ok=False, _limit=crash_after, _calls=calls):
+            if _calls[0] == _limit:
+                raise Crash
+            _calls[0] += 1
+            return real_unlink(self, missing_ok=missing_ok)
+
+        monkeypatch.setattr(Path, "unlink", unlink)
+        try:
+            writer(root).compact()
+        except Crash:
+            steps += 1
+        monkeypatch.setattr(Path, "unlink", real_unlink)
+        paths, got = view(writer(root).root)
+        assert paths == want_paths and np.array_equal(got, want), crash_after
+    assert steps == 12
+    assert sorted(p.name for p in (root / "shards").iterdir()) == ["000004.frames.npy", "000004.jsonl", "000004.npy"]
+    frames, _ = load_shards(root, frames=True)
+    assert np.array_equal(frames[:, 0].astype(np.float32), want.astype(np.float16).astype(np.float32))
+    assert writer(root).compact() is False  # nothing dead any more
+
+
+def test_errors_keep_one_line_per_failing_file(tmp_path):
+    w = writer(tmp_path)
+    w.report_error("/v/x.mp4", "x.mp4: empty", given="x.mp4")
+    w.report_error("/v/y.mp4", "y.mp4: no video stream")
+    w.report_error("/v/x.mp4", "x.mp4: truncated", given="x.mp4")
+    assert len((tmp_path / "errors.jsonl").read_text().splitlines()) == 3  # appended during a run
+    w.append(unit(np.random.default_rng(6), 1, 16), [{"path": "/v/y.mp4"}])  # y was fixed and embedded
+    assert w.save_errors() == 1
+    lines = [json.loads(line) for line in (tmp_path / "errors.jsonl").read_text().splitlines()]
+    assert lines == [{"path": "/v/x.mp4", "error": "x.mp4: truncated", "given": "x.mp4"}]
+    assert writer(tmp_path).errors == {"/v/x.mp4": lines[0]}
+
+
+def fake_bundle(path, text="{}"):
+    path.mkdir(parents=True)
+    (path / "vlrt.json").write_text(text)
+    return sha256_file(path / "vlrt.json")
+
+
+def test_bundle_is_found_after_moves(tmp_path):
+    sha = fake_bundle(tmp_path / "a" / "b")
+    IndexWriter(tmp_path / "a" / "idx", bundle=tmp_path / "a" / "b", manifest_sha256=sha, embed_dim=16)
+    meta = json.loads((tmp_path / "a" / "idx" / "index.json").read_text())
+    assert (meta["bundle"], meta["bundle_absolute"], meta["version"]) == ("../b", str(tmp_path / "a" / "b"), 2)
+    shutil.move(tmp_path / "a", tmp_path / "moved")  # both together: found relative to the index
+    assert Index.open(tmp_path / "moved" / "idx").bundle_path() == tmp_path / "moved" / "b"
+    shutil.move(tmp_path / "moved" / "b", tmp_path / "elsewhere")
+    with pytest.raises(VlrtError) as err:
+        Index.open(tmp_path / "moved" / "idx").bundle_path()
+    assert f"tried {tmp_path / 'moved' / 'b'} (no such directory); {tmp_path / 'a' / 'b'} (no such directory)" \
+        in str(err.value) and "--bundle DIR" in str(err.value)
+    assert Index.open(tmp_path / "moved" / "idx", bundle=tmp_path / "elsewhere").bundle_path() == tmp_path / "elsewhere"
+    fake_bundle(tmp_path / "other", text='{"another": 1}')
+    with pytest.raises(VlrtError, match="a different bundle: its manifest differs"):
+        Index.open(tmp_path / "moved" / "idx", bundle=tmp_path / "other").bundle_path()
+
+
+def test_version_1_index_with_an_absolute_bundle_path(tmp_path):
+    sha = fake_bundle(tmp_path / "b")
+    (tmp_path / "idx").mkdir()
+    (tmp_path / "idx" / "index.json").write_text(json.dumps(
+        {"version": 1, "bundle": str(tmp_path / "b"), "bundle_manifest_sha256": sha, "embed_dim": 16,
+         "encoder": {"engine": "abc", "skip_similar": None, "mode": "exact"}}))
+    index = Index.open(tmp_path / "idx")
+    assert index.bundle_path() == tmp_path / "b" and index.engine["engine"] == "abc" and len(index) == 0
+
+
+def test_empty_query_is_refused(tmp_path):
+    writer(tmp_path)
+    with pytest.raises(VlrtError, match="the query is empty"):
+        Index.open(tmp_path).search(" \t")

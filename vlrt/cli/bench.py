@@ -72,7 +72,7 @@ def measure(bundle: str, paths: list[str], scenes, backend: str | None, precisio
     rt = Runtime.load(bundle, backend=backend, precision=precision, engine=engine)
     videos = embed(rt, paths)
     quality, scores = quality_of(rt, videos, scenes)
-    return videos, scores, quality, rt.engine_info
+    return videos, scores, quality, rt
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     stages(f"writing the synthetic test clips to {args.cache}")
     paths, scenes = write_gallery(Path(args.cache), args.videos)
     stages(f"embedding {len(paths)} clips with {args.bundle}")
-    videos, scores, quality, engine = measure(args.bundle, paths, scenes, args.backend, args.precision, args.engine)
-    out = {"bundle": args.bundle, "precision": engine["precision"], "engine": engine,
+    videos, scores, quality, rt = measure(args.bundle, paths, scenes, args.backend, args.precision, args.engine)
+    out = {"bundle": args.bundle, "precision": rt.precision, "engine": rt.engine_info,
            "videos": len(paths), "quality": quality}
     if args.reference:
         stages(f"embedding {len(paths)} clips with the reference {args.reference}")
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         print_json(out)
         return 0
     q = out["quality"]
-    print(f"{args.bundle}: {len(paths)} synthetic test clips; encoded by {_engine_line(engine)}")
+    print(f"{args.bundle}: {len(paths)} synthetic test clips; encoded by {rt.engine_line()}")
     for d in ("t2v", "v2t"):
         print(f"  {d}: R@1 {q[f'{d}_R@1']:.2f}  R@5 {q[f'{d}_R@5']:.2f}  R@10 {q[f'{d}_R@10']:.2f}  "
               f"median rank {q[f'{d}_median_rank']:g}")
@@ -113,12 +113,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  vs {args.reference}: top-1 agreement t2v {out['top1_agreement_t2v']:.2f}%, "
               f"v2t {out['top1_agreement_v2t']:.2f}%, min video cosine {out['min_video_cosine']:.6f}")
     return 0
-
-
-def _engine_line(engine: dict) -> str:
-    if engine["engine"] is None:
-        return f"the bundle's fp32 graphs ({engine['backend']})"
-    return f"engine {engine['engine']} ({engine['backend']}, {engine['precision']})"
 
 
 def run_speed(args: argparse.Namespace) -> int:

@@ -11,6 +11,29 @@ BACKEND_HELP = ("default: the best ONNX Runtime backend here; tensorrt runs an e
                 "`vlrt build --backend tensorrt` made")
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors name the subcommand's usage (argparse's own subparsers do),
+    and, when the command line asked for --json, also go to stdout as {"error": ...}."""
+
+    json_errors = False  # set on every parser of a command line by `vlrt.cli.main`
+
+    def error(self, message: str):  # noqa: D102 (argparse's hook)
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        if self.json_errors:
+            print_json({"error": message})
+        sys.exit(2)
+
+
+def fail(message: str, *, json_mode: bool, extra: dict[str, Any] | None = None) -> int:
+    """Report a failure: one line on stderr and, in --json mode, {"error": message, ...} on stdout.
+    Returns the exit status (1)."""
+    print(f"vlrt: error: {message}", file=sys.stderr)
+    if json_mode:
+        print_json({"error": message, **(extra or {})})
+    return 1
+
+
 def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
 

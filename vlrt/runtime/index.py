@@ -1,32 +1,42 @@
 """An embedding index on disk: append-only shards that merge, plus a FAISS index over them.
 
 Layout of an index directory:
-    index.json                what made it: the bundle (path, manifest hash), embed dim, version
+    index.json                what made it: the bundle (path relative to the index, absolute path,
+                              manifest hash), the engine (key, backend, precision, options), embed dim
     shards/NNNNNN.npy         (n, D) float32 L2-normalised video embeddings
     shards/NNNNNN.frames.npy  (n, T, D) float16 per-frame embeddings, when kept
-    shards/NNNNNN.jsonl       one JSON line per row: path, frames used, and what the decoder saw
-    errors.jsonl              files that could not be embedded, with the reason (append-only)
-    faiss.index               inner-product index over all shards, in shard order
+    shards/NNNNNN.jsonl       one JSON line per row: path, file size and mtime, frames used, and what
+                              the decoder saw; and {"drop": path} lines, which remove that path's
+                              rows in earlier shards
+    errors.jsonl              one line per file that failed and has not been embedded since
+    faiss.index               inner-product index over the live rows, for other tools
 
 A shard's .jsonl is written last, by rename: a shard without it is an interrupted write and is
-discarded on open, so a killed job loses at most the shard in flight and duplicates nothing.
-Nothing depends on one process's memory: shards from several workers merge by listing them.
+discarded on open, so a killed job loses at most the shard in flight. A path's live row is its
+last row, unless a later shard drops it: replacing a row appends the new one, so an interrupted
+run never shows a path twice and never loses the old row before the new one is committed.
+`compact` rewrites the live rows into one shard, then deletes the old shards oldest first; a crash
+at any point leaves the same live rows.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vlrt.errors import VlrtError
+from vlrt.runtime.bundle import MANIFEST, sha256_file
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: relative bundle path, engine record, file size/mtime per row, drop lines
 SHARD = re.compile(r"^(\d{6})\.jsonl$")
+INDEX_META = "index.json"
+ERRORS = "errors.jsonl"
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -38,74 +48,186 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+def _write_json(path: Path, data: Any) -> None:
+    _atomic_write(path, lambda fh: fh.write(json.dumps(data, indent=2).encode()))
+
+
 def _describe(encoder: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(encoder.items()))
+
+
+def bundle_record(index_root: Path, bundle: str | Path) -> dict[str, str]:
+    """Where the bundle is, relative to the index (so that both can move together) and absolute
+    (so that the index alone can move)."""
+    bundle_abs = os.path.realpath(bundle)
+    return {"bundle": os.path.relpath(bundle_abs, os.path.realpath(index_root)), "bundle_absolute": bundle_abs}
+
+
+@dataclasses.dataclass
+class Scan:
+    """The shards of an index as they are on disk: which row of which shard is each path's live one."""
+
+    stems: list[str]
+    live: dict[str, tuple[int, int, dict[str, Any]]]  # path -> (shard position, row in shard, row)
+    counts: list[int]  # rows stored in each shard, live or not
+
+    @property
+    def stored(self) -> int:
+        return sum(self.counts)
+
+    @property
+    def dead(self) -> int:
+        return self.stored - len(self.live)
+
+    def ordered(self) -> list[tuple[int, int, dict[str, Any]]]:
+        return sorted(self.live.values(), key=lambda v: (v[0], v[1]))
+
+
+def _stems(root: Path) -> list[str]:
+    shards = root / "shards"
+    return sorted(m.group(1) for p in shards.iterdir() if (m := SHARD.match(p.name))) if shards.is_dir() else []
+
+
+def scan(root: Path) -> Scan:
+    stems = _stems(root)
+    live: dict[str, tuple[int, int, dict[str, Any]]] = {}
+    counts = []
+    for i, stem in enumerate(stems):
+        j = 0
+        with open(root / "shards" / f"{stem}.jsonl") as fh:
+            for record in (json.loads(line) for line in fh if line.strip()):
+                if "drop" in record:
+                    live.pop(record["drop"], None)
+                    continue
+                live[record["path"]] = (i, j, record)
+                j += 1
+        counts.append(j)
+    return Scan(stems, live, counts)
+
+
+def iter_rows(root: Path) -> Iterator[dict[str, Any]]:
+    """The live rows, in shard order."""
+    return (row for _, _, row in scan(root).ordered())
+
+
+def load_shards(root: Path, *, frames: bool = False) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """(live embeddings (n, D), their rows), in shard order; with frames=True the per-frame
+    embeddings (n, T, D) instead of the video embeddings (every shard must have them)."""
+    s = scan(root)
+    dim = int(json.loads((root / INDEX_META).read_text())["embed_dim"])
+    picks: dict[int, list[int]] = {}
+    rows = []
+    for i, j, row in s.ordered():
+        picks.setdefault(i, []).append(j)
+        rows.append(row)
+    parts = []
+    suffix = ".frames.npy" if frames else ".npy"
+    for i, stem in enumerate(s.stems):
+        if frames and i not in picks:
+            continue
+        arr = np.load(root / "shards" / f"{stem}{suffix}", mmap_mode="r")
+        if len(arr) != s.counts[i]:
+            raise VlrtError(f"{root}: shard {stem} holds {len(arr)} embeddings but {s.counts[i]} metadata rows; "
+                            "the index is damaged")
+        if i in picks:
+            parts.append(np.asarray(arr[picks[i]]))
+    emb = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+    return emb, rows
 
 
 class IndexWriter:
     """Appends shards to an index directory; reopening continues where the last run stopped."""
 
-    def __init__(self, root: str | Path, *, bundle: Path, manifest_sha256: str, embed_dim: int,
-                 encoder: dict[str, Any] | None = None) -> None:
-        """`encoder`: how the embeddings are made (engine, frame skipping, preprocessing mode);
-        a resumed run must make them the same way."""
+    def __init__(self, root: str | Path, *, bundle: str | Path | None, manifest_sha256: str, embed_dim: int,
+                 encoder: dict[str, Any] | None = None, engine: dict[str, Any] | None = None) -> None:
+        """`encoder`: how the embeddings are made (engine key, frame skipping, preprocessing mode);
+        a resumed run must make them the same way. `engine`: the engine's record (backend,
+        precision, key, options), which search uses to encode queries alike. `bundle` None: keep
+        the recorded bundle path (an existing index)."""
         self.root = Path(root)
         self.shards = self.root / "shards"
         self.shards.mkdir(parents=True, exist_ok=True)
-        meta = {"version": INDEX_VERSION, "bundle": str(Path(bundle).resolve()),
-                "bundle_manifest_sha256": manifest_sha256, "embed_dim": embed_dim}
-        if encoder is not None:
-            meta["encoder"] = encoder
-        self._check_or_write_meta(meta)
+        meta = {"version": INDEX_VERSION, "bundle_manifest_sha256": manifest_sha256, "embed_dim": embed_dim}
+        if bundle is not None:
+            meta.update(bundle_record(self.root, bundle))
+        meta.update({k: v for k, v in (("encoder", encoder), ("engine", engine)) if v is not None})
+        self.meta = self._check_or_write_meta(meta)
         self._discard_partial()
-        self.next_shard = 1 + max((int(m.group(1)) for m in self._shard_matches()), default=-1)
+        self.next_shard = 1 + max((int(s) for s in _stems(self.root)), default=-1)
+        self.errors = read_errors(self.root)
 
-    def _check_or_write_meta(self, meta: dict[str, Any]) -> None:
-        path = self.root / "index.json"
-        if path.is_file():
-            old = json.loads(path.read_text())
-            if old.get("bundle_manifest_sha256") != meta["bundle_manifest_sha256"]:
-                raise VlrtError(f"{self.root}: this index was built with another bundle ({old.get('bundle')}); "
-                                "embeddings from two models cannot share an index — use a new output directory")
-            if "encoder" in old and "encoder" in meta and old["encoder"] != meta["encoder"]:
-                raise VlrtError(f"{self.root}: this index was embedded with {_describe(old['encoder'])}, not "
-                                f"{_describe(meta['encoder'])}; resume with the same options, or use a new output "
-                                "directory")
-            return
-        _atomic_write(path, lambda fh: fh.write(json.dumps(meta, indent=2).encode()))
-
-    def _shard_matches(self) -> Iterator[re.Match]:
-        return (m for p in self.shards.iterdir() if (m := SHARD.match(p.name)))
+    def _check_or_write_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
+        path = self.root / INDEX_META
+        if not path.is_file():
+            _write_json(path, meta)
+            return meta
+        old = json.loads(path.read_text())
+        if old.get("bundle_manifest_sha256") != meta["bundle_manifest_sha256"]:
+            raise VlrtError(f"{self.root}: this index was built with another bundle ({old.get('bundle')}); "
+                            "embeddings from two models cannot share an index — use a new output directory")
+        if "encoder" in old and "encoder" in meta and old["encoder"] != meta["encoder"]:
+            raise VlrtError(f"{self.root}: this index was embedded with {_describe(old['encoder'])}, not "
+                            f"{_describe(meta['encoder'])}; resume with the same options, or use a new output "
+                            "directory")
+        new = {**old, **meta}  # records where the bundle is now, and fills in what older versions lacked
+        if new != old:
+            _write_json(path, new)
+        return new
 
     def _discard_partial(self) -> None:
-        complete = {m.group(1) for m in self._shard_matches()}
+        complete = set(_stems(self.root))
         for p in self.shards.iterdir():
             if p.name.startswith(".") or p.name.split(".")[0] not in complete:
                 p.unlink()
 
-    def done_paths(self) -> set[str]:
-        return {row["path"] for row in iter_rows(self.root)}
+    def scan(self) -> Scan:
+        return scan(self.root)
 
-    def append(self, embeddings: np.ndarray, rows: Sequence[dict[str, Any]],
-               frames: np.ndarray | None = None) -> None:
+    def done_paths(self) -> set[str]:
+        return set(self.scan().live)
+
+    def append(self, embeddings: np.ndarray, rows: Sequence[dict[str, Any]], frames: np.ndarray | None = None,
+               *, drop: Iterable[str] = ()) -> None:
+        """Commit one shard: `rows` with their embeddings, and the removal of every earlier row of
+        the paths in `drop`, together (one rename)."""
+        drop = list(drop)
         if len(embeddings) != len(rows):
             raise ValueError("one metadata row per embedding")
-        if not rows:
+        if not rows and not drop:
             return
         stem = f"{self.next_shard:06d}"
-        _atomic_write(self.shards / f"{stem}.npy", lambda fh: np.save(fh, embeddings.astype(np.float32)))
+        dim = int(self.meta["embed_dim"])
+        emb = np.asarray(embeddings, np.float32).reshape(len(rows), dim)
+        _atomic_write(self.shards / f"{stem}.npy", lambda fh: np.save(fh, emb))
         if frames is not None:
             _atomic_write(self.shards / f"{stem}.frames.npy", lambda fh: np.save(fh, frames.astype(np.float16)))
-        lines = "".join(json.dumps(r) + "\n" for r in rows).encode()
-        _atomic_write(self.shards / f"{stem}.jsonl", lambda fh: fh.write(lines))  # commits the shard
+        lines = [json.dumps({"drop": p}) for p in drop] + [json.dumps(r) for r in rows]
+        data = "".join(line + "\n" for line in lines).encode()
+        _atomic_write(self.shards / f"{stem}.jsonl", lambda fh: fh.write(data))  # commits the shard
         self.next_shard += 1
 
-    def report_error(self, path: str, reason: str) -> None:
-        with open(self.root / "errors.jsonl", "a") as fh:
-            fh.write(json.dumps({"path": path, "error": reason}) + "\n")
+    def drop(self, paths: Iterable[str]) -> None:
+        """Remove the rows of `paths` (one committed shard of drop lines)."""
+        self.append(np.zeros((0, int(self.meta["embed_dim"])), np.float32), [], drop=paths)
+
+    def report_error(self, path: str, reason: str, *, given: str | None = None) -> None:
+        """Record that `path` failed. Appended at once (visible during a long run); `save_errors`
+        leaves one line per failing file."""
+        entry = {"path": path, "error": reason, **({"given": given} if given and given != path else {})}
+        self.errors[path] = entry
+        with open(self.root / ERRORS, "a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+
+    def save_errors(self) -> int:
+        """Rewrite errors.jsonl: the latest error of each file not embedded since. Returns the count."""
+        live = self.done_paths()
+        self.errors = {p: e for p, e in self.errors.items() if p not in live}
+        data = "".join(json.dumps(e) + "\n" for e in self.errors.values()).encode()
+        _atomic_write(self.root / ERRORS, lambda fh: fh.write(data))
+        return len(self.errors)
 
     def build_faiss(self) -> int:
-        """(Re)build faiss.index over every shard; returns the row count."""
+        """(Re)build faiss.index over the live rows; returns their count."""
         import faiss
 
         emb, _ = load_shards(self.root)
@@ -116,49 +238,150 @@ class IndexWriter:
         os.replace(tmp, self.root / "faiss.index")
         return index.ntotal
 
+    def compact(self) -> bool:
+        """Rewrite the live rows into one new shard and delete the old shards. False (nothing
+        done) when no row is dead, or when only some shards kept per-frame embeddings."""
+        s = self.scan()
+        if not s.dead:
+            return False
+        used = {i for i, _, _ in s.live.values()}
+        with_frames = {(self.shards / f"{s.stems[i]}.frames.npy").is_file() for i in used}
+        if len(with_frames) > 1:
+            return False
+        emb, rows = load_shards(self.root)
+        frames = load_shards(self.root, frames=True)[0] if with_frames == {True} else None
+        self.append(emb, rows, frames)
+        for stem in s.stems:  # oldest first: any prefix deleted leaves the same live rows
+            for suffix in (".jsonl", ".npy", ".frames.npy"):  # un-commit first
+                (self.shards / f"{stem}{suffix}").unlink(missing_ok=True)
+        return True
 
-def _stems(root: Path) -> list[str]:
-    shards = root / "shards"
-    return sorted(m.group(1) for p in shards.iterdir() if (m := SHARD.match(p.name))) if shards.is_dir() else []
+
+def read_errors(root: Path) -> dict[str, dict[str, Any]]:
+    """errors.jsonl as {path: entry}, the last line of each path winning (older files repeat paths)."""
+    path = Path(root) / ERRORS
+    out: dict[str, dict[str, Any]] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash
+            if isinstance(entry, dict) and "path" in entry:
+                out[entry["path"]] = entry
+    return out
 
 
-def iter_rows(root: Path) -> Iterator[dict[str, Any]]:
-    for stem in _stems(root):
-        with open(root / "shards" / f"{stem}.jsonl") as fh:
-            yield from (json.loads(line) for line in fh if line.strip())
+def find_bundle(root: Path, meta: dict[str, Any], override: str | Path | None = None) -> Path:
+    """The bundle an index was embedded with: `override`, else the recorded place relative to the
+    index, else the recorded absolute place. Its manifest must be the recorded one."""
+    sha = meta["bundle_manifest_sha256"]
+    if override is not None:
+        found = _bundle_state(Path(override), sha)
+        if found != "ok":
+            raise VlrtError(f"{override}: {found}; this index ({root}) was embedded with the bundle whose "
+                            f"{MANIFEST} has sha256 {sha[:16]}...")
+        return Path(override)
+    tried = []
+    for candidate in _recorded_bundles(root, meta):
+        state = _bundle_state(candidate, sha)
+        if state == "ok":
+            return candidate
+        tried.append(f"{candidate} ({state})")
+    raise VlrtError(f"{root}: the bundle this index was embedded with is missing: tried {'; '.join(tried)}. "
+                    f"If it moved, give its new place: `vlrt search {root} TEXT --bundle DIR` "
+                    "(Index.open(..., bundle=DIR)); `vlrt embed DIR ... -o INDEX` also records it")
 
 
-def load_shards(root: Path) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    stems = _stems(root)
-    arrays = [np.load(root / "shards" / f"{s}.npy") for s in stems]
-    rows = list(iter_rows(root))
-    dim = int(json.loads((root / "index.json").read_text())["embed_dim"])
-    emb = np.concatenate(arrays) if arrays else np.zeros((0, dim), np.float32)
-    if len(emb) != len(rows):
-        raise VlrtError(f"{root}: shards hold {len(emb)} embeddings but {len(rows)} metadata rows; the index is damaged")
-    return emb, rows
+def _recorded_bundles(root: Path, meta: dict[str, Any]) -> list[Path]:
+    out: list[Path] = []
+    for recorded in (meta.get("bundle"), meta.get("bundle_absolute")):
+        if recorded:
+            path = Path(recorded) if os.path.isabs(recorded) else Path(os.path.normpath(Path(root).absolute() / recorded))
+            if path not in out:
+                out.append(path)
+    return out
+
+
+def _bundle_state(path: Path, sha: str) -> str:
+    manifest = path / MANIFEST
+    if not manifest.is_file():
+        return f"no {MANIFEST} there" if path.is_dir() else "no such directory"
+    if sha256_file(manifest) != sha:
+        return "a different bundle: its manifest differs"
+    return "ok"
+
+
+ProgressCallback = Callable[[Any], None]
 
 
 class Index:
-    """A read-only view of an index directory; `search` encodes the query with the index's bundle."""
+    """An index directory: search it, and add videos to it.
 
-    def __init__(self, root: Path, meta: dict[str, Any], embeddings: np.ndarray, rows: list[dict[str, Any]]) -> None:
-        self.root = root
+    `Index.open(dir)` reads an index; `Index.create(dir, bundle, ...)` makes one (or reopens it
+    to add more, with the same model and options). Queries are encoded by the engine the videos
+    were embedded with (recorded in index.json). Nothing here prints.
+    """
+
+    def __init__(self, root: Path, meta: dict[str, Any], embeddings: np.ndarray | None = None,
+                 rows: list[dict[str, Any]] | None = None, *, bundle: str | Path | None = None) -> None:
+        self.root = Path(root)
         self.meta = meta
-        self.embeddings = embeddings
-        self.rows = rows
+        self._data = (embeddings, rows) if embeddings is not None and rows is not None else None
+        self._bundle_override = bundle
         self._faiss = None
         self._runtime = None
+        self._writer: IndexWriter | None = None
+        self._embed_options: dict[str, Any] = {}
 
     @classmethod
-    def open(cls, path: str | Path) -> "Index":
+    def open(cls, path: str | Path, *, bundle: str | Path | None = None) -> "Index":
+        """Open an index made by `vlrt embed` or `Index.create`. `bundle`: where its bundle is now,
+        when it moved (by default the recorded place, relative to the index, then absolute)."""
         root = Path(path)
-        meta_path = root / "index.json"
+        meta_path = root / INDEX_META
         if not meta_path.is_file():
-            raise VlrtError(f"{root}: not a vlrt index (no index.json); make one with `vlrt embed`")
+            raise VlrtError(f"{root}: not a vlrt index (no {INDEX_META}); make one with `vlrt embed`")
         meta = json.loads(meta_path.read_text())
         emb, rows = load_shards(root)
-        return cls(root, meta, emb, rows)
+        return cls(root, meta, emb, rows, bundle=bundle)
+
+    @classmethod
+    def create(cls, path: str | Path, bundle: str | Path, *, backend: str | None = None,
+               precision: str | None = None, engine: str | None = None, token_merge: int = 0,
+               skip_similar: float | None = None, mode: str = "exact", keep_frames: bool = False,
+               threads: int | None = None) -> "Index":
+        """Make an index directory for `bundle` (or reopen it to add more: the same bundle and
+        encoding options, else VlrtError) and load the bundle with these options (see
+        `Runtime.load`). `mode`: preprocessing, "exact" or "fast"; `keep_frames`: also store
+        per-frame embeddings."""
+        from vlrt.runtime.runtime import Runtime
+
+        rt = Runtime.load(bundle, backend=backend, precision=precision, engine=engine, token_merge=token_merge,
+                          skip_similar=skip_similar, threads=threads)
+        info = rt.engine_info
+        encoder = {"engine": info["engine"], "skip_similar": skip_similar, "mode": mode}
+        writer = IndexWriter(path, bundle=bundle, manifest_sha256=sha256_file(Path(bundle) / MANIFEST),
+                             embed_dim=rt.embed_dim, encoder=encoder, engine=info)
+        index = cls(Path(path), writer.meta, bundle=bundle)  # rows load when first used
+        index._runtime, index._writer = rt, writer
+        index._embed_options = {"mode": mode, "keep_frames": keep_frames}
+        return index
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """(n, D) float32 live video embeddings, in shard order."""
+        return self._loaded()[0]
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per live embedding: path, file size and mtime, frames used, what the decoder saw."""
+        return self._loaded()[1]
+
+    def _loaded(self) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        if self._data is None:
+            self._data = load_shards(self.root)
+        return self._data
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -167,17 +390,57 @@ class Index:
     def paths(self) -> list[str]:
         return [r["path"] for r in self.rows]
 
-    def runtime(self, **options: Any):
+    @property
+    def engine(self) -> dict[str, Any]:
+        """How the embeddings were made: backend, precision, engine key (None: the bundle's fp32
+        graphs), options. Older indexes recorded only the key."""
+        recorded = self.meta.get("engine") or {}
+        key = recorded.get("engine", (self.meta.get("encoder") or {}).get("engine"))
+        return {"backend": recorded.get("backend"), "precision": recorded.get("precision"), "engine": key,
+                "options": recorded.get("options", {})}
+
+    def bundle_path(self) -> Path:
+        return find_bundle(self.root, self.meta, self._bundle_override)
+
+    def runtime(self, *, backend: str | None = None, precision: str | None = None, engine: str | None = None,
+                threads: int | None = None):
+        """The Runtime queries are encoded with (loaded once). By default the engine the videos
+        were embedded with; `precision`, `engine` or another `backend` choose another."""
         if self._runtime is None:
             from vlrt.runtime.runtime import Runtime
 
-            self._runtime = Runtime.load(self.meta["bundle"], **options)
+            bundle = self.bundle_path()
+            recorded = self.engine["engine"]
+            if precision is None and engine is None and recorded is not None:
+                # the recorded engine, unless another backend is asked for (it runs on its own backend)
+                own = self._engine_backend(bundle)
+                if backend in (None, own):
+                    engine, backend = recorded, own
+            try:
+                self._runtime = Runtime.load(bundle, backend=backend, precision=precision, engine=engine,
+                                             threads=threads)
+            except VlrtError as exc:
+                if engine is None or engine != self.engine["engine"]:
+                    raise
+                raise VlrtError(f"{exc} — the index was embedded with engine {engine}, and queries are encoded "
+                                "by the same engine; build it here, or query through the bundle's fp32 graphs "
+                                "(`vlrt search ... --precision fp32`, Index.runtime(precision='fp32'))") from None
         return self._runtime
+
+    def _engine_backend(self, bundle: Path) -> str | None:
+        """The backend of the recorded engine (older indexes: read from the engine's own manifest)."""
+        info = self.engine
+        if info["engine"] is None or info["backend"]:
+            return info["backend"] if info["engine"] else None
+        manifest = bundle / "engines" / info["engine"] / "engine.json"
+        return json.loads(manifest.read_text()).get("backend") if manifest.is_file() else None
 
     def search(self, query: str | np.ndarray, *, k: int = 10) -> list[tuple[str, float]]:
         """Best k videos for a text (or a (D,) query embedding): [(path, cosine), ...], best first."""
         if k < 1:
             raise VlrtError(f"k must be >= 1, got {k}")
+        if isinstance(query, str) and not query.strip():
+            raise VlrtError("the query is empty: give the text to search for")
         vec = self.runtime().encode_text([query]) if isinstance(query, str) else np.asarray(query, np.float32)[None]
         scores, ids = self._search(vec.astype(np.float32), min(k, len(self)))
         return [(self.rows[i]["path"], float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
@@ -185,18 +448,74 @@ class Index:
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if k == 0:
             return np.zeros((len(queries), 0)), np.zeros((len(queries), 0), np.int64)
-        index = self._load_faiss()
-        return index.search(queries, k)
+        return self._load_faiss().search(queries, k)
 
     def _load_faiss(self):
         import faiss
 
         if self._faiss is None:
-            path = self.root / "faiss.index"
-            index = faiss.read_index(str(path)) if path.is_file() else None
-            if index is None or index.ntotal != len(self.rows):
-                # Stale or missing (an interrupted embed): rebuild in memory from the shards.
-                index = faiss.IndexFlatIP(self.embeddings.shape[1])
-                index.add(self.embeddings)
+            # Built from the live rows just loaded (a flat index: a copy), so it can never be stale.
+            index = faiss.IndexFlatIP(self.embeddings.shape[1])
+            index.add(np.ascontiguousarray(self.embeddings, np.float32))
             self._faiss = index
         return self._faiss
+
+    def add(self, paths: Iterable[str], *, batch_size: int = 8, workers: int = 2, shard_size: int = 64,
+            progress: ProgressCallback | None = None):
+        """Embed `paths` (files, folders, globs, @lists; see vlrt.runtime.paths) into the index and
+        return an `EmbedSummary`. Files already embedded and unchanged (size, mtime) are skipped,
+        changed ones re-embedded, rows of deleted files dropped; a bad path is reported in the
+        summary, never raised. `progress(EmbedEvent)` is called as files finish."""
+        from vlrt.runtime.corpus import embed_into
+
+        summary = embed_into(self._writer_for_add(), self._runtime_for_add(), paths, batch_size=batch_size,
+                             workers=workers, shard_size=shard_size, progress=progress, **self._embed_options)
+        self._reload()
+        return summary
+
+    def prune(self, *, compact: bool = True) -> int:
+        """Drop the rows of files that no longer exist; returns how many. With `compact`, also
+        rewrite the shards without dead rows."""
+        from vlrt.runtime.corpus import drop_deleted
+
+        writer = self._writer_for_add()
+        dropped = drop_deleted(writer)
+        if compact:
+            writer.compact()
+        writer.build_faiss()
+        self._reload()
+        return dropped
+
+    def compact(self) -> bool:
+        """Rewrite the shards without replaced or dropped rows (see IndexWriter.compact)."""
+        done = self._writer_for_add().compact()
+        self._reload()
+        return done
+
+    def _writer_for_add(self) -> IndexWriter:
+        if self._writer is None:
+            self._writer = IndexWriter(self.root, bundle=None, manifest_sha256=self.meta["bundle_manifest_sha256"],
+                                       embed_dim=int(self.meta["embed_dim"]))
+        return self._writer
+
+    def _runtime_for_add(self):
+        """An opened index adds with the recorded engine, frame skipping and preprocessing mode."""
+        if self._runtime is None or not self._embed_options:
+            from vlrt.runtime.runtime import Runtime
+
+            encoder = self.meta.get("encoder") or {}
+            bundle = self.bundle_path()
+            key = self.engine["engine"]
+            self._runtime = Runtime.load(bundle, backend=self._engine_backend(bundle) if key else None, engine=key,
+                                         skip_similar=encoder.get("skip_similar"))
+            # per-frame embeddings are kept when the last run kept them
+            s = scan(self.root)
+            filled = [stem for stem, n in zip(s.stems, s.counts) if n]
+            keep = bool(filled) and (self.root / "shards" / f"{filled[-1]}.frames.npy").is_file()
+            self._embed_options = {"mode": encoder.get("mode", "exact"), "keep_frames": keep}
+        return self._runtime
+
+    def _reload(self) -> None:
+        self.meta = json.loads((self.root / INDEX_META).read_text())
+        self._data = None
+        self._faiss = None

@@ -1,0 +1,56 @@
+"""The corpus-embedding API: Index.create / Index.add / Index.open, a summary and progress events
+instead of printing, text refused by codec, and an opened index adding with its recorded options."""
+import numpy as np
+import pytest
+from checkpoint_writers import TINY_C4C, write_clip4clip
+from video_assets import write_video
+
+import vlrt
+from vlrt.errors import VlrtError
+from vlrt.export import export_checkpoint
+from vlrt.runtime.corpus import check_media_codec
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    export_checkpoint(write_clip4clip(root / "pytorch_model.bin.0", TINY_C4C, seed=0, head="seqTransf"),
+                      root / "b", max_frames=4)
+    return root / "b"
+
+
+def test_create_add_and_reopen(bundle, tmp_path, capsys):
+    for i in range(3):
+        write_video(tmp_path / f"v{i}.mp4", frames=12 * (i + 1))
+    (tmp_path / "notes.txt").write_text("".join(f"line {i} of some notes\n" for i in range(200)))
+    events = []
+    index = vlrt.Index.create(tmp_path / "idx", bundle, backend="ort-cpu", mode="fast", keep_frames=True)
+    summary = index.add([str(tmp_path / "v0.mp4"), str(tmp_path / "v1.mp4"), str(tmp_path / "notes.txt")],
+                        batch_size=2, shard_size=1, progress=events.append)
+    assert isinstance(summary, vlrt.EmbedSummary) and capsys.readouterr() == ("", "")  # the library prints nothing
+    assert (summary.embedded, summary.already_indexed, summary.total_in_index) == (2, 0, 2)
+    assert summary.failed == [{"path": str(tmp_path / "notes.txt"), "error": f"{tmp_path / 'notes.txt'}: not a video "
+                               "or image: FFmpeg reads it as text (the tty demuxer, ansi codec)"}]
+    assert summary.engine["engine"] is None and summary.engine["backend"] == "ort-cpu"
+    assert events[0] == vlrt.EmbedEvent(total=3, embedded=0, failed=0)
+    assert [(e.embedded, e.failed) for e in events[1:]] == [(1, 0), (2, 0), (2, 1)]
+    assert len(index) == 2 and index.embeddings.shape == (2, 128)
+    reopened = vlrt.Index.open(tmp_path / "idx")
+    more = reopened.add([str(tmp_path)])  # the folder: v2 is new, v0 and v1 unchanged
+    assert (more.embedded, more.already_indexed, more.total_in_index) == (1, 2, 3)
+    want = vlrt.Runtime.load(bundle, backend="ort-cpu").encode_videos([str(tmp_path / "v2.mp4")], mode="fast")
+    assert np.abs(reopened.embeddings[2] - want[0]).max() < 1e-5  # the recorded mode, fast
+    assert (tmp_path / "idx" / "shards" / "000002.frames.npy").is_file()  # and per-frame embeddings kept
+    assert reopened.search(want[0], k=1)[0][0] == str(tmp_path / "v2.mp4")
+
+
+def test_other_options_on_an_existing_index_are_refused(bundle, tmp_path):
+    vlrt.Index.create(tmp_path / "idx", bundle, backend="ort-cpu")
+    with pytest.raises(VlrtError, match="resume with the same options"):
+        vlrt.Index.create(tmp_path / "idx", bundle, backend="ort-cpu", mode="fast")
+
+
+def test_text_codecs_are_refused():
+    with pytest.raises(VlrtError, match=r"^a.nfo: not a video or image: FFmpeg reads it as text \(the tty demuxer"):
+        check_media_codec("a.nfo", "ansi")
+    check_media_codec("a.mp4", "h264")
