@@ -1,0 +1,31 @@
+"""Export the embedded default checkpoint and pack it as the bundle vlrt ships (needs torch).
+
+    python -m vlrt.models.ship      # -> vlrt/assets/default_bundle.tar.gz and .sha256
+
+Run it after training a new default model, and after any change to what `vlrt export` writes:
+`tests/cli/test_demo.py` checks that the shipped bundle equals a fresh export of the checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from vlrt.assets import BUNDLE_ARCHIVE, default_checkpoint, write_bundle_archive
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=str(default_checkpoint().with_name(BUNDLE_ARCHIVE)), help="archive to write")
+    args = p.parse_args()
+    from vlrt.export import export_checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = export_checkpoint(default_checkpoint(), Path(tmp) / "bundle")
+        info = write_bundle_archive(result.bundle, Path(args.out))
+    print(f"{args.out}: {info['bytes'] / 1e6:.2f} MB, sha256 {info['sha256']}, files {', '.join(info['files'])}; "
+          f"export parity min cos {result.report.min_cosine:.9f}")
+
+
+if __name__ == "__main__":
+    main()
