@@ -19,7 +19,7 @@ BLOCK_TORCH = textwrap.dedent("""
     class NoTorch(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
             if name == "torch" or name.startswith(("torch.", "vlrt.export", "vlrt.models")):
-                raise ImportError(f"{name} is blocked: the runtime must not import it")
+                raise ModuleNotFoundError(f"{name} is blocked: the runtime must not import it", name=name)
     sys.meta_path.insert(0, NoTorch())
 """)
 
@@ -56,3 +56,21 @@ def test_build_and_encode_without_torch(tmp_path):
         assert "torch" not in sys.modules and not any(m.startswith("vlrt.export") for m in sys.modules)
     """)
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+BLOCK_ONNX = BLOCK_TORCH.replace('name == "torch"', 'name in ("torch", "onnx")')
+
+
+def test_missing_extras_are_named_in_one_line(tmp_path):
+    """Without the build extra (onnx) `vlrt build` names it, and without torch `vlrt export` names
+    its extra; neither prints a traceback."""
+    code = BLOCK_ONNX + textwrap.dedent("""
+        from vlrt.cli.main import main
+        sys.exit(main(sys.argv[1:]))
+    """)
+    for argv, extra in ((["build", str(tmp_path)], "vlrt[build]"), (["export", "x.pt", "-o", str(tmp_path / "b")],
+                                                                    "vlrt[export]")):
+        res = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+        assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+        assert res.stderr.count("\n") == 1 and f"pip install '{extra}'" in res.stderr
+        assert "is missing" in res.stderr and "(None" not in res.stderr

@@ -25,7 +25,7 @@ def require_build_extra() -> None:
         import onnx  # noqa: F401
         from onnxruntime import quantization  # noqa: F401
     except ImportError as exc:
-        raise VlrtError(f"`vlrt build` needs the build extra ({exc.name} is missing): "
+        raise VlrtError(f"`vlrt build` needs the build extra ({exc.name or exc} is missing): "
                         "pip install 'vlrt[build]'") from None
 
 

@@ -64,7 +64,7 @@ def make_bundle(root: Path, *, from_checkpoint: bool, progress) -> dict[str, Any
     try:
         from vlrt.export import export_checkpoint
     except ImportError as exc:
-        raise VlrtError(f"--from-checkpoint exports with PyTorch, which is not installed ({exc.name}); "
+        raise VlrtError(f"--from-checkpoint exports with PyTorch, which is not installed ({exc.name or exc}); "
                         "pip install 'vlrt[export]', or run the demo without it") from None
     result = export_checkpoint(default_checkpoint(), root / "bundle", overwrite=True, progress=progress)
     return {"source": "checkpoint, exported now", "validation_min_cosine": result.report.min_cosine}

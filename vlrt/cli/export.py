@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vlrt.errors import VlrtError
 from vlrt.cli.common import Stages, add_json, print_json, subcommand
 
 
@@ -35,7 +36,11 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlrt.export import export_checkpoint
+    try:
+        from vlrt.export import export_checkpoint
+    except ImportError as exc:  # a deployment install: no torch (or onnx)
+        raise VlrtError(f"`vlrt export` traces the PyTorch model and needs the export extra ({exc.name or exc} is "
+                        "missing): pip install 'vlrt[export]'") from None
 
     stages = Stages()
     result = export_checkpoint(
