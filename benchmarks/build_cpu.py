@@ -75,8 +75,8 @@ def retrieval(work: Path) -> dict | None:
     import subprocess
 
     from vlrt.bench import synth
-    from vlrt.export import export_checkpoint
     from vlrt.build.engine import build_engine
+    from vlrt.export import export_checkpoint
 
     model = ROOT / "vlrt" / "assets" / "default_model.pt.gz"
     if not model.is_file():

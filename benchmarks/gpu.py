@@ -127,8 +127,8 @@ def make_videos(folder: Path, args) -> list[str]:
 
 def settings_for(config: str) -> dict:
     """CLIP4Clip's settings (12 frames, 1 fps, uniform slice) for this geometry."""
-    from vlrt.models import get_config
     from vlrt.families import get_family
+    from vlrt.models import get_config
 
     fam = get_family("clip4clip")
     size = get_config(config).vision.image_size

@@ -1,4 +1,4 @@
-"""`vlrt bench --speed` for the issue's geometries and the embedded model, in one run, on this CPU.
+"""`vlrt bench --speed` for ViT-B/32, ViT-B/16 and the embedded model, in one run, on this CPU.
 
     python benchmarks/speed_cpu.py --workdir /tmp/vlrt-speed
 
@@ -43,8 +43,8 @@ def main() -> None:
     from e2e import make_bundle, make_videos
 
     from vlrt.bench.quality import write_gallery
-    from vlrt.export import export_checkpoint
     from vlrt.bench.speed import default_configs, markdown, plot, run_speed
+    from vlrt.export import export_checkpoint
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

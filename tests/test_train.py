@@ -3,8 +3,8 @@ import numpy as np
 import torch
 
 from vlrt.bench import synth
-from vlrt.models import train
 from vlrt.export import export_checkpoint
+from vlrt.models import train
 from vlrt.models.checkpoint import save_checkpoint
 
 

@@ -11,12 +11,12 @@ from checkpoint_writers import TINY_C4C, write_clip4clip
 from video_assets import write_video
 
 from vlrt import Runtime
-from vlrt.errors import VlrtError
 from vlrt.build import engine as build_module
-from vlrt.export import export_checkpoint
 from vlrt.build.engine import build_engine
 from vlrt.build.passes import Fp16Graph
 from vlrt.build.passes.fp16 import node_precisions
+from vlrt.errors import VlrtError
+from vlrt.export import export_checkpoint
 from vlrt.runtime.backends.ort import OrtRunner, SessionFromOnnx
 from vlrt.runtime.bundle import engine_key, machine_fingerprint, sha256_file
 

@@ -9,11 +9,11 @@ import pytest
 from checkpoint_writers import TINY_C4C, write_clip4clip
 
 from vlrt import Runtime
-from vlrt.errors import VlrtError
-from vlrt.export import export_checkpoint
 from vlrt.build.engine import build_engine
 from vlrt.build.passes import DynamicInt8, FuseAttention, TokenMerge
 from vlrt.build.passes.tome import vision_tokens
+from vlrt.errors import VlrtError
+from vlrt.export import export_checkpoint
 from vlrt.ops.token_merge import merge_tokens
 from vlrt.runtime.bundle import Bundle
 

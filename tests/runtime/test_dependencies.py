@@ -5,13 +5,13 @@ import subprocess
 import sys
 import textwrap
 
+from checkpoint_writers import TINY_C4C, write_clip4clip
+
 import vlrt.bench
 import vlrt.build
 import vlrt.cli
 import vlrt.families
 import vlrt.runtime
-from checkpoint_writers import TINY_C4C, write_clip4clip
-
 from vlrt.export import export_checkpoint
 
 BLOCK_TORCH = textwrap.dedent("""

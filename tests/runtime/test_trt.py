@@ -21,10 +21,10 @@ from checkpoint_writers import TINY_C4C, write_clip4clip
 from onnx import TensorProto, helper
 
 from vlrt import Runtime
-from vlrt.errors import VlrtError
 from vlrt.build import engine as build_module
-from vlrt.export import export_checkpoint
 from vlrt.build.engine import build_engine, plan_build
+from vlrt.errors import VlrtError
+from vlrt.export import export_checkpoint
 from vlrt.runtime.backends import trt as trt_backend
 from vlrt.runtime.backends.ort import OrtRunner, SessionFromOnnx
 from vlrt.runtime.backends.trt import profile_shapes, supported_ops

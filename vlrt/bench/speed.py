@@ -93,13 +93,13 @@ def matmul_ceiling(threads: int, size: int = 768, repeats: int = 7) -> dict[str,
                                   [helper.make_tensor_value_info("y", y_type, [size, size])],
                                   [numpy_helper.from_array(b, "b")])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        model.ir_version = 10  # ORT 1.30-1.32 reads ir_version <= 13 (FACTS.md)
+        model.ir_version = 10  # ORT 1.30-1.32 reads ir_version <= 13
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         a = (rng.standard_normal((size, size), dtype=np.float32) if a_type == TensorProto.FLOAT
              else rng.integers(0, 256, (size, size), dtype=np.uint8))
-        _, times = timed(lambda: sess.run(None, {"a": a}), warmup=2, repeats=repeats)
+        _, times = timed(lambda s=sess, x=a: s.run(None, {"a": x}), warmup=2, repeats=repeats)
         out[name] = 2 * size**3 / min(times) / 1e9  # a ceiling: the best run
     return out
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from vlrt.build.staging import staging_dir
 from vlrt.build.validate import compare, worse
+from vlrt.constants import VIDEO_SUFFIXES
 from vlrt.errors import VlrtError
 from vlrt.families import get_family
 from vlrt.runtime import backends
@@ -41,11 +42,10 @@ from vlrt.runtime.bundle import (
     machine_fingerprint,
     sha256_file,
 )
-from vlrt.constants import VIDEO_SUFFIXES
 from vlrt.runtime.tokenizer import ClipTokenizer
 
 Int8Mode = Literal["dynamic", "static"]
-GATE = 0.99  # DESIGN: reduced precision must hold cos >= 0.99 per embedding by default
+GATE = 0.99  # reduced precision must hold cos >= 0.99 per embedding by default
 GRAPHS = ("video", "text")
 MAX_CALIBRATION_VIDEOS = 64
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vlrt.errors import VlrtError
 from vlrt.cli.common import Stages, add_json, print_json, subcommand
+from vlrt.errors import VlrtError
 
 
 def register(sub) -> None:

@@ -8,12 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vlrt.build.staging import staging_dir
 from vlrt.errors import VlrtError
-from vlrt.export.bundle import staging_dir, write_manifest
-from vlrt.runtime.bundle import SCHEMA_VERSION
+from vlrt.export.bundle import write_manifest
 from vlrt.export.load import LoadedCheckpoint, load_checkpoint
 from vlrt.export.onnx import OPSET, export_onnx
 from vlrt.export.validate import Report, validate
+from vlrt.runtime.bundle import SCHEMA_VERSION
 from vlrt.runtime.tokenizer import ClipTokenizer
 
 

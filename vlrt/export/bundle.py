@@ -2,19 +2,12 @@
 renamed into place only when complete, so an interrupted export leaves no half bundle."""
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
-import os
 import platform
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vlrt.errors import VlrtError
-from vlrt.build.staging import staging_dir  # noqa: F401  (re-exported for the export path)
 from vlrt.runtime.bundle import BUNDLE_VERSION, MANIFEST, sha256_file
 
 

@@ -17,8 +17,8 @@ from vlrt.errors import VlrtError
 from vlrt.export.formats import Converted, detect_format, get_format
 from vlrt.export.infer import check_shapes, infer_config, shape_of
 from vlrt.export.read import read_checkpoint
-from vlrt.models import ModelConfig, VideoTextModel
 from vlrt.families import Family, get_family, get_head
+from vlrt.models import ModelConfig, VideoTextModel
 
 log = logging.getLogger("vlrt.export")
 

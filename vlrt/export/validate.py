@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlrt.build.validate import compare, short_inputs, validation_inputs, worse
 from vlrt.errors import VlrtError
 from vlrt.models import VideoTextModel
 from vlrt.runtime.backends.ort import OrtRunner, SessionFromOnnx
-from vlrt.build.validate import compare, short_inputs, validation_inputs, worse
+
 
 @dataclasses.dataclass
 class Report:

@@ -28,9 +28,9 @@ import torch.nn.functional as F
 
 from vlrt.bench import synth
 from vlrt.bench.metrics import ranks, recall_report
+from vlrt.constants import CLIP_MEAN, CLIP_STD
 from vlrt.models import HeadConfig, ModelConfig, TextConfig, VideoTextModel, VisionConfig, random_init
 from vlrt.models.checkpoint import save_checkpoint
-from vlrt.constants import CLIP_MEAN, CLIP_STD
 from vlrt.runtime.sampling import segment_middle_indices
 from vlrt.runtime.tokenizer import ClipTokenizer
 

@@ -26,7 +26,6 @@ from vlrt.constants import VISION_PROJECTION
 from vlrt.errors import VlrtError
 
 
-
 @dataclasses.dataclass
 class SkipStats:
     frames: int = 0  # valid (unmasked) frames seen

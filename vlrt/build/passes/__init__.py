@@ -108,8 +108,8 @@ def count_ops(model: onnx.ModelProto, names: set[str]) -> dict[str, int]:
 # Imported last: these modules use the shared matchers above.
 from vlrt.build.passes.attention import FuseAttention
 from vlrt.build.passes.fp16 import Fp16Graph
-from vlrt.build.passes.tome import TokenMerge
 from vlrt.build.passes.int8 import CAPTIONS, CaptionCalibration, DynamicInt8, FrameCalibration, StaticInt8QDQ
+from vlrt.build.passes.tome import TokenMerge
 
 __all__ = [
     "CAPTIONS",

@@ -4,7 +4,7 @@ vlrt exports attention as the MatMul -> Softmax -> MatMul pattern (vlrt/models/l
 form TensorRT fuses itself. ONNX Runtime's CPU provider does not: its session optimizer fuses
 the Q·Kᵀ MatMul with its scale and transpose (FusedMatMul) and QuickGelu, but leaves ~20 nodes
 per attention (reshapes, transposes, gathers, softmax), and its transformer optimizer fuses
-nothing on this graph layout (FACTS.md). This pass rewrites every attention of the vision tower
+nothing on this graph layout. This pass rewrites every attention of the vision tower
 and text transformer into ONNX Runtime's fused `Attention` contrib op, which takes the packed
 q/k/v projection exactly as CLIP stores it:
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import onnx
 
-from vlrt.errors import VlrtError
 from vlrt.build.passes import EmbeddingTail, PassReport, count_ops
+from vlrt.errors import VlrtError
 
 # Ops computed in fp32 wherever they occur (the converter wraps them in Casts):
 # LayerNormalization: CLIP's residual stream carries activations in the hundreds to thousands, and

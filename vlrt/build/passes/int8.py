@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader
 
-from vlrt.errors import VlrtError
 from vlrt.build.passes import EmbeddingTail, PassReport, PatchEmbedding, count_ops
+from vlrt.errors import VlrtError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ dynamic): Gather with constant indices to split A/B, ReduceL2, MatMul for the si
 ReduceMax/ArgMax, TopK (k = r, the merged A tokens; k = |A| - r, the kept ones in index order),
 Equal + Cast for one-hot matrices, and MatMul with them for both the gather of kept tokens and
 the size-weighted scatter-add into B — no ScatterElements with a reduction, which TensorRT runs
-outside its fused kernels (FACTS.md).
+outside its fused kernels.
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from vlrt.errors import VlrtError
 from vlrt.build.passes import PassReport
+from vlrt.errors import VlrtError
 from vlrt.ops.token_merge import PROTECTED, merge_counts
 
 BLOCK = re.compile(r"^/visual/transformer/resblocks\.(\d+)/Add$")  # x + attn(ln_1(x)) of block K

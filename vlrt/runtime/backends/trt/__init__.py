@@ -21,8 +21,8 @@ from typing import Any
 
 from vlrt.runtime.backends.trt.builder import build_plan
 from vlrt.runtime.backends.trt.deps import gpu_fingerprint, require_tensorrt, tensorrt_version
-from vlrt.runtime.backends.trt.profiles import MAX_BATCH, OPT_BATCH, profile_shapes
 from vlrt.runtime.backends.trt.engine import TrtEngineBuild
+from vlrt.runtime.backends.trt.profiles import MAX_BATCH, OPT_BATCH, profile_shapes
 from vlrt.runtime.backends.trt.runner import PlanFromFile, TrtRunner
 
 BUILD = TrtEngineBuild()
