@@ -7,6 +7,9 @@ out mirrored or turned has the square somewhere else. The content is a pure func
 and the size, so files are deterministic up to the encoder.
 
 `frame_index(rgb)` reads the index back from a decoded, upright frame.
+
+`write_packed_avi` writes what PyAV's muxers never write: an MPEG-4 Part 2 AVI with DivX/Xvid
+"packed" B-frames, whose decoded frames carry their pts out of order.
 """
 from __future__ import annotations
 
@@ -66,9 +69,10 @@ def _pts_list(frames: int, start_pts: int, vfr: bool) -> list[int]:
 
 
 def write_video(path, *, codec: str = "libx264", width: int = 160, height: int = 96, frames: int = 48,
-                fps: int = 24, gop: int = 12, bframes: bool = True, pix_fmt: str = "yuv420p",
+                fps: int | Fraction = 24, gop: int = 12, bframes: bool = True, pix_fmt: str = "yuv420p",
                 start_pts: int = 0, vfr: bool = False, rotation: int = 0) -> list[int]:
     """Write a test video; return the pts written (in ticks of 1/fps s; VFR: 1/(2*fps) s steps).
+    `fps` may be a fraction: Fraction(30000, 1001) writes NTSC's 29.97 fps exactly.
 
     `rotation` is the clockwise turn a player applies to show the picture upright (the legacy
     `rotate` tag): the stored frames are the upright picture turned the other way, and the
@@ -153,3 +157,85 @@ def write_image(path, *, index: int = 7, width: int = 160, height: int = 96) -> 
     img = frame_pixels(index, width, height)
     Image.fromarray(img).save(str(path))
     return img
+
+
+_VOP = b"\0\0\1\xb6"  # MPEG-4 Part 2 start codes: a video object plane (a picture), user data
+_USER_DATA = b"\0\0\1\xb2"
+PACKED_USER_DATA = b"DivX503b1393p"  # what DivX 5 and Xvid's packed mode write; the "p" says packed
+
+
+def _not_coded_vop(time_increment_bits: int) -> bytes:
+    """An N-VOP: the placeholder packet a packed stream puts after each packed pair. Bits after
+    the start code: P type, modulo_time_base 0, marker, time increment 0, marker, vop_coded 0, then
+    stuffing (a 0 and 1s) to the byte."""
+    bits = "01" + "0" + "1" + "0" * time_increment_bits + "1" + "0"
+    bits += "0" + "1" * (-(len(bits) + 1) % 8)
+    return _VOP + int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+def _mpeg4_packets(frames: int, width: int, height: int, fps: int, gop: int, closed_gop: bool,
+                   b_frames: int = 1) -> list:
+    """PyAV's mpeg4 encoder (one B-frame between anchors by default): packets in decode order."""
+    cc = av.CodecContext.create("mpeg4", "w")
+    cc.width, cc.height, cc.pix_fmt = width, height, "yuv420p"
+    cc.time_base, cc.framerate = Fraction(1, fps), fps
+    cc.gop_size, cc.max_b_frames = gop, b_frames
+    # A closed GOP needs scene-change detection off (FFmpeg refuses the two together).
+    cc.options = {"flags": "+cgop", "sc_threshold": "1000000000"} if closed_gop else {}
+    packets = []
+    for i in range(frames):
+        frame = av.VideoFrame.from_ndarray(frame_pixels(i, width, height), format="rgb24")
+        frame.pts = i
+        packets += cc.encode(frame)
+    return packets + cc.encode(None)
+
+
+def _pack(packets: list, fps: int) -> list[tuple[bytes, bool]]:
+    """(data, keyframe) per AVI chunk, packed as DivX does: an anchor and the B-frame after it in
+    decode order share a chunk, and an N-VOP takes the B-frame's slot, so chunks follow display
+    order and a decoder must reorder frames whose pts the container gives in chunk order."""
+    chunks = []
+    i = 0
+    while i < len(packets):
+        data, key = bytes(packets[i]), packets[i].is_keyframe
+        if key:  # the user data goes with each sequence header, before the first picture
+            at = data.find(_VOP)
+            data = data[:at] + _USER_DATA + PACKED_USER_DATA + data[at:]
+        if i + 1 < len(packets) and packets[i + 1].pts < packets[i].pts:  # a B-frame follows
+            chunks += [(data + bytes(packets[i + 1]), key), (_not_coded_vop((fps - 1).bit_length()), False)]
+            i += 2
+        else:
+            chunks.append((data, key))
+            i += 1
+    return chunks
+
+
+def write_packed_avi(path, *, frames: int = 48, width: int = 160, height: int = 96, fps: int = 24,
+                     gop: int = 12, closed_gop: bool = True) -> None:
+    """An MPEG-4 Part 2 AVI with packed B-frames (one between anchors). Decoded in sequence, its
+    frames carry pts 1, 3, 2, 5, 4, ... (the chunks' numbers, +1 as FFmpeg's AVI demuxer gives
+    them) while their pictures are frames 0, 1, 2, ... A closed GOP (Xvid's default) starts its
+    keyframes at 0, 11, 22, 33, 44 here; an open one packs each keyframe with the B-frame before it."""
+    chunks = _pack(_mpeg4_packets(frames, width, height, fps, gop, closed_gop), fps)
+    _mux_avi(path, chunks, width, height, fps)
+
+
+def write_not_coded_frame_avi(path, *, frames: int = 24, at: int = 6, fps: int = 24) -> None:
+    """An MPEG-4 Part 2 AVI (no B-frames) with an N-VOP as chunk `at`: a packet that decodes to
+    no frame and no error (an encoder's dropped frame). Frame k >= at shows picture k - 1."""
+    chunks = [(bytes(p), p.is_keyframe) for p in _mpeg4_packets(frames, 160, 96, fps, 12, False, b_frames=0)]
+    chunks.insert(at, (_not_coded_vop((fps - 1).bit_length()), False))
+    _mux_avi(path, chunks, 160, 96, fps)
+
+
+def _mux_avi(path, chunks: list[tuple[bytes, bool]], width: int, height: int, fps: int) -> None:
+    """Chunks as they are, numbered in order: AVI stores no pts, only the chunk's place."""
+    with av.open(str(path), "w", format="avi") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.time_base = Fraction(1, fps)
+        for n, (data, key) in enumerate(chunks):
+            packet = av.Packet(data)
+            packet.stream, packet.pts, packet.dts = stream, n, n
+            packet.time_base, packet.is_keyframe = Fraction(1, fps), key
+            out.mux(packet)

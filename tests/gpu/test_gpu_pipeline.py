@@ -7,15 +7,21 @@ on a GPU, also in NVDEC + the GPU colour conversion and fp16. Ranking: every cap
 is the CPU path's, wherever the CPU path's top two scores are more than 0.01 apart (a closer pair
 is a tie that fp16 may order either way, and is counted, not asserted).
 """
+import threading
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
+import torch
 from video_assets import write_video
 
 from vlrt import Runtime
-from vlrt.cli.demo import shipped_model, write_gallery
+from vlrt.assets import default_checkpoint as shipped_model
+from vlrt.bench.quality import write_gallery
+from vlrt.errors import VlrtError
 from vlrt.export import export_checkpoint
 from vlrt.gpu.encode import GpuEncoder
-from vlrt.gpu.pipeline import GpuPipeline
+from vlrt.gpu.pipeline import GpuClip, GpuPipeline
 from vlrt.runtime.pipeline import ClipLoader, encode_stream
 
 
@@ -75,6 +81,52 @@ def test_frames_of_other_sizes_and_rotations_go_through(tmp_path):
     root = tmp_path / "b"
     rt = Runtime.load(export_checkpoint(shipped_model(), root).bundle, backend="ort-cpu")
     assert cosines(result.embedding[None], rt.encode_videos([str(path)])).min() >= 0.99999
+
+
+class _FakeEncoder:
+    """encode_frames on torch tensors: a clip's embedding is its first pixel value (D = 3)."""
+
+    settings = {"max_frames": 2, "sampling": {"rule": "segment_middle"}, "preprocessing": {}}
+    device, precision, embed_dim = torch.device("cpu"), "fp32", 3
+
+    def encode_frames(self, pixels, mask, return_frames=True):
+        return pixels[:, 0, :, 0, 0], pixels[:, :, :, 0, 0]  # (B, D), (B, T, D)
+
+
+def test_errors_and_clips_in_flight_stay_bounded():
+    """The GPU pipeline is encode_stream: 600 paths, 4 in 5 bad in runs of 40, keep both of its
+    bounds (clips loaded and not yet yielded; paths read ahead of the results)."""
+    batch, in_flight, n = 4, 6, 600
+    lock = threading.Lock()
+    count = {"pulled": 0, "yielded": 0, "ahead": 0, "live": 0, "peak_live": 0}
+
+    def paths():
+        for i in range(n):
+            count["pulled"] += 1
+            count["ahead"] = max(count["ahead"], count["pulled"] - count["yielded"])
+            yield str(i)
+
+    def loader(path):
+        if int(path) % 50 < 40:
+            raise VlrtError(f"{path}: bad")
+        with lock:
+            count["live"] += 1
+            count["peak_live"] = max(count["peak_live"], count["live"])
+        pixels = torch.full((2, 3, 1, 1), float(path))  # (T, 3, S, S)
+        return GpuClip(path, pixels, 2, [0, 1], None, None)
+
+    pipe = GpuPipeline(_FakeEncoder(), decoder=SimpleNamespace(), preprocess=SimpleNamespace(),
+                       batch_size=batch, workers=3, in_flight=in_flight)
+    pipe.loader = loader
+    results = []
+    for r in pipe.run(paths()):
+        count["yielded"] += 1
+        with lock:
+            count["live"] -= r.clip is not None
+        results.append((r.path, r.error, None if r.embedding is None else float(r.embedding[0])))
+    assert results == [(str(i), f"{i}: bad", None) if i % 50 < 40 else (str(i), None, i) for i in range(n)]
+    assert batch <= count["peak_live"] <= in_flight + batch - 1
+    assert in_flight <= count["ahead"] <= in_flight + 2 * batch - 1
 
 
 @pytest.mark.cuda

@@ -26,7 +26,7 @@ def test_manifest_records_what_inference_needs(bundle_dir):
     assert (m["family"], m["head"], m["activation"], m["max_frames"], m["max_words"]) == ("clip4clip", "seqTransf", "quick_gelu", 4, 16)
     assert m["model"]["head"]["layer_norm_eps"] == 1e-12 and m["model"]["head"]["mask_value"] == -1e6
     assert m["preprocessing"]["size"] == 32 and m["preprocessing"]["interpolation"] == "bicubic"
-    assert m["sampling"] == {"rule": "clip4clip", "fps": 1.0, "slice_framepos": 2, "max_frames": 4}
+    assert m["sampling"] == {"rule": "fps_timeline", "fps": 1.0, "slice_framepos": 2, "max_frames": 4}
     assert m["tokenizer"]["sha256"] == "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
     assert m["logit_scale"] == pytest.approx(1 / 0.07, rel=1e-4)
     assert {f["name"] for f in m["files"]} == {"video.onnx", "text.onnx", "bpe_simple_vocab_16e6.txt.gz"}

@@ -3,18 +3,22 @@ bad file is reported by name and reason while the good ones are embedded; memory
 and decoding overlaps encoding."""
 import json
 import threading
+from fractions import Fraction
 from itertools import zip_longest
 
+import av
 import numpy as np
 import pytest
 from bad_corpus import cost_in_child, write_corpus
 from checkpoint_writers import TINY_C4C, write_clip4clip
+from video_assets import write_packed_avi, write_video
 
 from vlrt import Runtime
 from vlrt.errors import VlrtError
 from vlrt.export import export_checkpoint
 from vlrt.runtime.pipeline import Clip, ClipLoader, encode_stream, sample_indices
 from vlrt.runtime.preprocess import Preprocess
+from vlrt.runtime.sampling import clip4clip_indices, fixed_fps_indices, segment_middle_indices
 from vlrt.runtime.video import probe, read_frames
 
 
@@ -35,7 +39,57 @@ def test_sampling_follows_the_manifest(rt, corpus):
     good, _ = corpus
     # 120 frames at 24 fps: frames 0, 24, 48, 72, 96; linspace(0, 4, 4) = 0, 1.33, 2.67, 4 -> 0, 1, 2, 4.
     info = probe(good[1])
+    assert rt.bundle.manifest["sampling"]["rule"] == "fps_timeline"  # the families' default
     assert sample_indices(info, rt.bundle.manifest["sampling"], 4) == [0, 24, 48, 96]
+
+
+C4C = {"fps": 1.0, "slice_framepos": 2}
+
+
+def test_the_default_rule_follows_the_timeline_of_29_97_fps_and_vfr_files(tmp_path):
+    """Hand-computed in tests/runtime/test_sampling.py: on 29.97 fps the frame shown at second t is
+    floor(29.97 t); on the VFR pattern, seconds 1..6 show frames 29, 57, 86, 115, 144, 173.
+    "clip4clip" keeps CLIP4Clip's index arithmetic (29 frames a second, 28 at 28.7 fps)."""
+    ntsc, vfr = tmp_path / "ntsc.mp4", tmp_path / "vfr.mp4"
+    write_video(ntsc, fps=Fraction(30000, 1001), frames=300, gop=30)
+    write_video(vfr, vfr=True, frames=200)
+    ntsc_info, vfr_info = probe(ntsc), probe(vfr)
+    assert ntsc_info.pts[:3] == (0, 1001, 2002) and ntsc_info.duration == pytest.approx(10.01)
+    timeline = {"rule": "fps_timeline", **C4C}
+    assert sample_indices(ntsc_info, timeline, 12) == [0, 29, 59, 89, 119, 149, 179, 209, 239, 269, 299]
+    assert sample_indices(vfr_info, timeline, 12) == [0, 29, 57, 86, 115, 144, 173]
+    assert sample_indices(vfr_info, timeline, 3) == [0, 86, 173]
+    by_index = {"rule": "clip4clip", **C4C}
+    assert sample_indices(ntsc_info, by_index, 12) == [29 * s for s in range(11)]
+    assert int(vfr_info.fps) == 28 and sample_indices(vfr_info, by_index, 12) == [28 * s for s in range(8)]
+
+
+def test_every_rule_by_name(corpus):
+    good, _ = corpus
+    info = probe(good[1])  # 120 frames at 24 fps
+    assert sample_indices(info, {"rule": "clip4clip", "fps": 2, "slice_framepos": 0}, 4) == \
+        clip4clip_indices(120, 24.0, max_frames=4, sample_fps=2, slice="head") == [0, 12, 24, 36]
+    assert sample_indices(info, {"rule": "segment_middle"}, 4) == segment_middle_indices(120, num_segments=4)
+    assert sample_indices(info, {"rule": "fps", "fps": 2.0}, 4) == \
+        fixed_fps_indices(info.timestamps, fps=2.0, max_frames=4) == [0, 12, 24, 36]
+    with pytest.raises(VlrtError, match="unknown sampling rule 'uniform'.*known: fps_timeline, clip4clip, "
+                                        "segment_middle, fps"):
+        sample_indices(info, {"rule": "uniform"}, 4)
+
+
+def test_a_packed_b_frame_avi_loads_its_sampled_frames(rt, tmp_path):
+    """A DivX/Xvid-style AVI whose decoded frames carry shuffled pts: the loader's pixels are those
+    of a sequential decode at the sampled frames."""
+    path = tmp_path / "packed.avi"
+    write_packed_avi(path, frames=72)
+    loader = ClipLoader(rt.bundle.manifest)
+    clip = loader(str(path))
+    assert clip.indices == [0, 24, 48] and clip.n_frames == 3  # 3 s at 24 fps
+    pre = Preprocess.from_manifest(rt.bundle.manifest["preprocessing"])
+    with av.open(str(path)) as c:
+        ref = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    for t, i in enumerate(clip.indices):
+        np.testing.assert_array_equal(clip.pixels[t], pre.exact(ref[i]))
 
 
 def test_encode_videos_equals_manual_decode(rt, corpus):
@@ -139,6 +193,20 @@ def test_memory_stays_bounded_whatever_the_corpus_size():
     assert results == [(str(i), f"{i}: bad", None) if i % 50 < 40 else (str(i), None, i) for i in range(n)]
     assert batch <= count["peak_live"] <= in_flight + batch - 1
     assert in_flight <= count["ahead"] <= in_flight + 2 * batch - 1
+
+
+def test_unexpected_errors_are_reported_in_words_without_errno():
+    """An FFmpeg error escaping a loader (here from swscale) is named by type and reason, and the
+    errno number and C function PyAV puts in its text are left out."""
+    def loader(path):
+        if path == "1":
+            raise av.error.InvalidDataError(-1094995529, "Invalid data found when processing input", "sws_scale()")
+        return _fake_clip(path)
+
+    results = list(encode_stream(["0", "1", "2"], loader, _fake_encode, batch_size=2))
+    assert [r.error for r in results] == [
+        None, "1: InvalidDataError: invalid data found when processing input", None]
+    assert [float(r.embedding[0]) for r in results if r.embedding is not None] == [0.0, 2.0]
 
 
 def test_decoding_overlaps_encoding():

@@ -1,10 +1,14 @@
 """Golden frame indices for the samplers, worked out by hand from the training code's rules."""
+from fractions import Fraction
+
+import numpy as np
 import pytest
 
 from vlrt.errors import VlrtError
 from vlrt.runtime.sampling import (
     clip4clip_indices,
     fixed_fps_indices,
+    fps_timeline_indices,
     segment_middle_indices,
     slice_frames,
 )
@@ -64,7 +68,71 @@ def test_fixed_fps_uses_timestamps():
     lambda: fixed_fps_indices([0.0, 1.0], fps=0, max_frames=4),
     lambda: fixed_fps_indices([1.0, 0.0], fps=1, max_frames=4),
     lambda: slice_frames([1, 2, 3], max_frames=2, mode="middle"),
+    lambda: fps_timeline_indices([0.0, 1.0, 0.5], 1.5, max_frames=4),
+    lambda: fps_timeline_indices([0.0, 1.0], 2.0, max_frames=0),
 ])
 def test_bad_arguments_are_clear_errors(call):
     with pytest.raises(VlrtError):
         call()
+
+
+def cfr(num_frames: int, rate: int, start: float = 0.0) -> tuple[list[float], float]:
+    """Timestamps and duration as `probe` gives them for a constant-rate file."""
+    ts = [start + i / rate for i in range(num_frames)]
+    return ts, ts[-1] - ts[0] + 1 / rate
+
+
+@pytest.mark.parametrize("rate", [1, 5, 10, 24, 25, 30, 50, 60])
+@pytest.mark.parametrize("start", [0.0, 7.3])
+def test_fps_timeline_is_clip4clip_on_constant_integer_rates(rate, start):
+    """Every length from 1 frame to 40 s and past whole seconds, every cut: the same indices."""
+    lengths = sorted({1, 2, rate - 1, rate, rate + 1, 3 * rate, 3 * rate + 1, 12 * rate - 1, 40 * rate + 7} - {0})
+    sample_rates = [1.0] + [float(k) for k in (2, 5) if rate % k == 0]  # those that divide the rate
+    compared = 0
+    for n in lengths:
+        ts, duration = cfr(n, rate, start)
+        for max_frames in (1, 4, 12, 64):
+            for slice_mode in ("uniform", "head", "tail"):
+                for sample_fps in sample_rates:
+                    want = clip4clip_indices(n, float(rate), max_frames=max_frames, sample_fps=sample_fps,
+                                             slice=slice_mode)
+                    got = fps_timeline_indices(ts, duration, max_frames=max_frames, sample_fps=sample_fps,
+                                               slice=slice_mode)
+                    assert got == want, (rate, start, n, max_frames, slice_mode, sample_fps)
+                    compared += 1
+    assert compared == len(lengths) * 4 * 3 * len(sample_rates) >= 5 * 12
+
+
+def test_fps_timeline_on_29_97_fps_stays_on_the_timeline():
+    """300 frames at 30000/1001 fps (10.01 s): the frame shown at each second t is floor(t * 29.97);
+    CLIP4Clip counts 29 frames a second and is 9 frames (0.3 s) behind by the tenth."""
+    ts = [float(i * Fraction(1001, 30000)) for i in range(300)]
+    duration = ts[-1] + 1001 / 30000
+    assert fps_timeline_indices(ts, duration, max_frames=12) == [0, 29, 59, 89, 119, 149, 179, 209, 239, 269, 299]
+    assert clip4clip_indices(300, 30000 / 1001, max_frames=12) == [0, 29, 58, 87, 116, 145, 174, 203, 232, 261, 290]
+    # linspace(0, 10, 4) = 0, 3.33, 6.67, 10 -> ticks 0, 3, 6, 10.
+    assert fps_timeline_indices(ts, duration, max_frames=4) == [0, 89, 179, 299]
+
+
+def test_fps_timeline_on_variable_frame_rate():
+    """Frames at steps of 1, 3, 2, 1, 1, 2 ticks of 1/48 s (tests/video_assets.py's VFR pattern):
+    frame 6q + r is at 10q + (0, 1, 4, 6, 7, 8)[r] ticks. Second s is tick 48 s: s = 1 -> q 4,
+    8 ticks on -> r 5 -> frame 29; s = 4 -> tick 192 = 190 + 2 -> r 1 (tick 191) -> frame 115;
+    0.5 s -> tick 24 = 20 + 4 -> r 2 -> frame 14."""
+    offsets = (0, 1, 4, 6, 7, 8)
+    ts = [(10 * (i // 6) + offsets[i % 6]) / 48 for i in range(200)]  # last: 331 ticks, 6.896 s
+    duration = ts[-1] + 10 / 6 / 48  # one mean frame interval
+    assert fps_timeline_indices(ts, duration, max_frames=12) == [0, 29, 57, 86, 115, 144, 173]
+    assert fps_timeline_indices(ts, duration, max_frames=3) == [0, 86, 173]  # linspace(0, 6, 3)
+    assert fps_timeline_indices(ts, duration, max_frames=12, sample_fps=2)[:5] == [0, 14, 29, 43, 57]
+
+
+def test_fps_timeline_picks_a_held_frame_at_each_tick_and_honours_options():
+    ts, duration = [10.0, 10.1, 12.5, 12.6], 2.7  # frame 1 is on screen from 0.1 s to 2.5 s
+    assert fps_timeline_indices(ts, duration, max_frames=12) == [0, 1, 1]
+    assert fps_timeline_indices(ts, duration, max_frames=12, sample_fps=0) == [0, 1, 2, 3]
+    assert fps_timeline_indices(ts, duration, max_frames=2, sample_fps=0, slice="tail") == [2, 3]
+    assert fps_timeline_indices([5.0], 0.0, max_frames=4) == [0]  # a still: tick 0 only
+    assert fps_timeline_indices([], 0.0, max_frames=4) == []
+    # A tick exactly on the end belongs to no frame: 2 s of 1-fps frames are ticks 0 and 1.
+    assert fps_timeline_indices([0.0, 1.0], float(np.float64(1.0) + 1.0), max_frames=4) == [0, 1]

@@ -15,6 +15,8 @@ from video_assets import (
     marker_corner,
     write_audio_only,
     write_image,
+    write_not_coded_frame_avi,
+    write_packed_avi,
     write_two_video_streams,
     write_video,
 )
@@ -24,6 +26,7 @@ from vlrt.runtime.video import (
     MAX_PIXELS,
     MAX_SIDE,
     DecodeStats,
+    VideoReader,
     frame_indices_at,
     probe,
     read_frames,
@@ -67,6 +70,7 @@ def test_scattered_reads_equal_a_sequential_decode(videos, codec, suffix):
     info = probe(path)
     assert info.num_frames == 48 and (info.width, info.height, info.rotation) == (160, 96, 0)
     assert {0, 12, 24, 36} <= set(info.keyframes)
+    assert not info.by_output_order  # the container's pts are presentation times: frames go by pts
     for indices in (SCATTERED, SHUFFLED):
         frames = read_frames(path, indices, info=info)
         assert len(frames) == len(indices)
@@ -324,12 +328,31 @@ def _bad_inputs(root, videos):
 
 
 def test_bad_inputs_raise_vlrt_errors_naming_the_file(videos, tmp_path):
+    unreadable = ("cannot open as a video or image: FFmpeg found none it can read in it "
+                  "(invalid data found when processing input)")
     reasons = {"missing.mp4": "no such file", "empty.mp4": "empty", "wide.y4m": "20000x16",
-               "short.y4m": "no frame", "audio.m4a": "no video stream"}
+               "short.y4m": "no frame", "audio.m4a": "no video stream", "random.mp4": unreadable,
+               "cut.mp4": unreadable}
     for name in _bad_inputs(tmp_path, videos):
         with pytest.raises(VlrtError) as e:
             read_frames(tmp_path / name, [0])
-        assert name in str(e.value) and reasons.get(name, "") in str(e.value), str(e.value)
+        message = str(e.value)
+        assert message.startswith(f"{tmp_path / name}: ") and reasons.get(name, "") in message, message
+        assert "Errno" not in message and "corrupt" not in message, message  # no decode reported damage
+
+
+def test_a_frame_ffmpeg_finds_damaged_is_called_corrupt(tmp_path):
+    """Only a decode error FFmpeg reports as invalid data says "corrupt"; a frame that is merely
+    missing does not (test_a_frame_that_decodes_to_nothing_is_not_called_corrupt)."""
+    small = write_png_bomb(tmp_path / "small.png", 16, 16).read_bytes()
+    _write_png_mov(tmp_path / "damaged.mov", [small, b"\x89PNG\r\n\x1a\n" + bytes(200), small])
+    info = probe(tmp_path / "damaged.mov")
+    assert info.num_frames == 3
+    assert len(read_frames(tmp_path / "damaged.mov", [0, 2], info=info)) == 2  # the others decode
+    with pytest.raises(VlrtError) as e:
+        read_frames(tmp_path / "damaged.mov", [1], info=info)
+    assert str(e.value) == (f"{tmp_path / 'damaged.mov'}: frame 1 of 3 did not decode: FFmpeg reports "
+                            "corrupt data (invalid data found when processing input)")
 
 
 def _write_png_mov(path, frames: list[bytes]) -> None:
@@ -361,7 +384,8 @@ def test_oversized_frames_cost_nothing_to_refuse(tmp_path):
         f"{bomb}: frame size unknown or over {MAX_PIXELS} pixels (FFmpeg read none from the png stream)",
         (f"{raw}: claimed frame size 16000x16000 is outside the limits: 1..{MAX_SIDE} px a side, "
          f"{MAX_PIXELS} px in all"),
-        f"{tmp_path / 'mixed.mov'}: frame 1 of 2 did not decode (corrupt, or over {MAX_PIXELS} pixels)"]
+        (f"{tmp_path / 'mixed.mov'}: frame 1 of 2 did not decode: the png decoder refused it "
+         f"(invalid argument; it refuses frames over {MAX_PIXELS} pixels so)")]
     assert mb < 100 and seconds < 3, (mb, seconds)
 
 
@@ -405,3 +429,94 @@ def test_bgr_and_av_frames(videos):
     frames = read_frames_av(path, [30, 2], info=info)
     assert [f.pts for f in frames] == [info.pts[30], info.pts[2]]
     np.testing.assert_array_equal(frames[0].to_ndarray(format="rgb24"), rgb[0])
+
+
+SHUFFLED_PTS = ["packed-closed-gop", "packed-open-gop", "h264-avi"]
+
+
+@pytest.fixture(scope="module")
+def shuffled(tmp_path_factory):
+    """AVIs whose decoded frames carry their pts out of order (DivX/Xvid packed B-frames, in
+    closed and open GOPs; H.264 with B-frames), with a check that they really do."""
+    root = tmp_path_factory.mktemp("shuffled")
+    out = {name: root / f"{name}.avi" for name in SHUFFLED_PTS}
+    write_packed_avi(out["packed-closed-gop"], closed_gop=True)
+    write_packed_avi(out["packed-open-gop"], closed_gop=False)
+    write_video(out["h264-avi"], codec="libx264")
+    for path in out.values():
+        with av.open(str(path)) as c:
+            pts = [f.pts for f in c.decode(video=0)]
+        assert pts[:5] == [1, 3, 2, 5, 4], pts  # matching frames by pts would lose frame 1
+    return out
+
+
+@pytest.mark.parametrize("name", SHUFFLED_PTS)
+def test_frames_with_shuffled_pts_are_placed_by_output_order(shuffled, name):
+    """Sequential reads and seeks give the frames of a sequential decode at the same presentation
+    positions, pixel for pixel, though the decoded frames' pts arrive 1, 3, 2, 5, 4, ..."""
+    path = shuffled[name]
+    ref = sequential(path)
+    assert [frame_index(f) for f in ref] == list(range(48))
+    info = probe(path)
+    assert info.by_output_order and info.num_frames == 48
+    assert info.dts_lag == (1 if name == "h264-avi" else 0)  # frames a decoded dts runs ahead
+    everything = DecodeStats()
+    for i, f in enumerate(read_frames(path, range(48), info=info, stats=everything)):
+        np.testing.assert_array_equal(f, ref[i], err_msg=f"{path.name} frame {i} (sequential)")
+    assert (everything.seeks, everything.frames_decoded) == (0, 48)
+    sought = DecodeStats()
+    for i, f in zip(SEEKING, read_frames(path, SEEKING, info=info, stats=sought)):
+        np.testing.assert_array_equal(f, ref[i], err_msg=f"{path.name} frame {i} (seeking)")
+    assert sought.seeks >= 2
+    for i in range(48):
+        np.testing.assert_array_equal(read_frames(path, [i], info=info)[0], ref[i], err_msg=f"{path.name} frame {i}")
+
+
+def test_packed_closed_gop_seeks_land_on_the_keyframe(shuffled):
+    """Keyframes 0, 11, 22, 33, 44: a frame after one is reached by one seek and decoding on."""
+    path = shuffled["packed-closed-gop"]
+    info = probe(path)
+    assert info.keyframes == (0, 11, 22, 33, 44)
+    for index, decoded in ((11, 1), (13, 3), (24, 3), (47, 4)):
+        stats = DecodeStats()
+        assert [frame_index(f) for f in read_frames(path, [index], info=info, stats=stats)] == [index]
+        assert (stats.seeks, stats.frames_decoded) == (1, decoded), index
+
+
+def test_packed_open_gop_seeks_start_at_the_keyframe_after_its_chunk(shuffled):
+    """Open GOP: chunk 11 holds keyframe 12 and B-frame 11, which needs the GOP before. A seek
+    there starts at frame 12 (one frame decoded); frame 11 itself comes from keyframe 0."""
+    path = shuffled["packed-open-gop"]
+    info = probe(path)
+    assert info.keyframes == (0, 11, 23, 35, 47)  # the chunks flagged as keyframes
+    for index, cost in ((12, (1, 1)), (13, (1, 2)), (11, (2, 13)), (24, (1, 1))):
+        stats = DecodeStats()
+        assert [frame_index(f) for f in read_frames(path, [index], info=info, stats=stats)] == [index]
+        assert (stats.seeks, stats.frames_decoded) == cost, index
+
+
+def test_a_frame_that_decodes_to_nothing_is_not_called_corrupt(tmp_path):
+    path = tmp_path / "nvop.avi"
+    write_not_coded_frame_avi(path, at=6)
+    info = probe(path)
+    assert (info.num_frames, info.by_output_order) == (25, False)
+    assert [frame_index(f) for f in read_frames(path, [5, 7, 24], info=info)] == [5, 6, 23]
+    with pytest.raises(VlrtError) as e:
+        read_frames(path, [6], info=info)
+    assert str(e.value) == f"{path}: frame 6 of 25 did not decode: the decoder gave no frame for it"
+
+
+def test_video_reader_is_the_seam_under_read_frames(videos):
+    path = videos["libx264", ".mp4"]
+    info = probe(path)
+    stats = DecodeStats()
+    with VideoReader(path, info, stats=stats) as reader:
+        assert reader.codec_context.name == "h264" and not reader.codec_context.is_hwaccel
+        got = list(reader.frames([30, 2, 2]))
+        with pytest.raises(VlrtError, match="libx264.mp4: a VideoReader hands out frames once"):
+            list(reader.frames([1]))
+    assert [i for i, _ in got] == [2, 30] and stats.seeks == 1
+    for (_, frame), want in zip(got, read_frames(path, [2, 30], info=info)):
+        np.testing.assert_array_equal(frame.to_ndarray(format="rgb24"), want)
+    with pytest.raises(VlrtError, match="outside 0..47"):
+        list(VideoReader(path, info).frames([48]))

@@ -11,9 +11,10 @@ GPU memory and exported to torch over DLPack. The alternatives were weighed and 
     decoder also needs system FFmpeg shared libraries, which the GPU machine lacks.
   - PyNvVideoCodec (2.2.4, a 27 MB wheel): demuxes with its own bundled FFmpeg, so its frame
     numbering would have to be reconciled with vlrt's; one more wheel to carry.
-With PyAV, GPU decoding reuses the CPU path's own demuxer, packet scan, keyframe seeks and
-pts -> index matching (`vlrt.runtime.video`): the same frame index means the same frame on both
-paths by construction, and only the decoder and the YUV -> RGB conversion differ.
+With PyAV, GPU decoding reuses the CPU path's own demuxer, packet scan, keyframe seeks and frame
+placement (`vlrt.runtime.video.VideoReader`, opened with `hwaccel=`): the same frame index means
+the same frame on both paths by construction, and only the decoder and the YUV -> RGB conversion
+differ.
 
 Fallback, always reported in `GpuDecodeStats.fallback` (never silent): a stream NVDEC cannot
 decode (known gaps: `vlrt.gpu.support`; anything else FFmpeg refuses at run time, e.g. when it
@@ -32,21 +33,7 @@ from vlrt.errors import VlrtError
 from vlrt.gpu.colour import nv12_to_rgb
 from vlrt.gpu.device import capability, require_torch, resolve_device
 from vlrt.gpu.support import describe_stream, nvdec_refusal
-
-# The CPU path's exact-index machinery, shared rather than copied: `_Cursor` decodes wanted frames
-# from an open container by keyframe seeks and pts matching; the GPU path hands it a container
-# opened with NVDEC. (A public `hwaccel=` seam in vlrt.runtime.video would be tidier.)
-from vlrt.runtime.video import (
-    DECODER_LIMITS,
-    OPEN_TIMEOUT_S,
-    DecodeStats,
-    VideoInfo,
-    _check_file,
-    _Cursor,
-    _open,
-    _wanted,
-    probe,
-)
+from vlrt.runtime.video import DecodeStats, VideoInfo, VideoReader, check_indices, probe
 from vlrt.runtime.video import read_frames as cpu_read_frames
 
 Fallback = Literal["cpu", "error"]
@@ -107,7 +94,7 @@ class GpuDecoder:
         path, indices = os.fspath(path), list(indices)
         info = info if info is not None else probe(path)
         stats = stats if stats is not None else GpuDecodeStats()
-        wanted = sorted(set(_wanted(info, indices)))
+        wanted = sorted(set(check_indices(info, indices)))
         frames = self._decode(path, info, wanted, stats) if wanted else {}
         out, seen = [], set()
         for i in indices:
@@ -145,7 +132,7 @@ class GpuDecoder:
         av = _hw_av()
         if "cuda" not in av.codec.hwaccel.hwdevices_available():
             return f"PyAV {av.__version__}'s FFmpeg has no CUDA hwaccel"
-        codec, pix_fmt, width, height = _stream_format(path, info.stream_index)
+        codec, pix_fmt, width, height = _stream_format(path, info)
         return nvdec_refusal(codec, pix_fmt, self.capability, width=width, height=height)
 
     def _nvdec(self, path: str, info: VideoInfo, wanted: list[int], stats: GpuDecodeStats) -> dict[int, Any]:
@@ -155,20 +142,17 @@ class GpuDecoder:
                                              is_hw_owned=True)
         except TypeError:
             raise _Refused(f"PyAV {av.__version__} cannot keep decoded frames on the GPU (needs >= 18.1)") from None
-        _check_file(path)
         try:
-            # The CPU path's size limit: the probing decode in av.open gets it here, and the stream's
-            # decoder from _Cursor.
-            container = av.open(path, hwaccel=accel, timeout=OPEN_TIMEOUT_S, options=DECODER_LIMITS)
-        except (av.FFmpegError, OSError) as err:
-            raise _Refused(f"FFmpeg could not open the file with NVDEC ({err})") from None
-        with container:
-            cc = container.streams[info.stream_index].codec_context
+            # The CPU path's reader, size limits included, with FFmpeg's CUDA hwaccel attached.
+            reader = VideoReader(path, info, hwaccel=accel, stats=stats)
+        except VlrtError as err:
+            raise _Refused(f"FFmpeg could not open the file with NVDEC ({str(err).removeprefix(path + ': ')})") from None
+        with reader:
+            cc = reader.codec_context
             if not cc.is_hwaccel:
                 raise _Refused(f"FFmpeg's {cc.name} decoder has no NVDEC hwaccel ({describe_stream(cc)})")
-            cursor = _Cursor(container, info, wanted, stats)
             try:
-                return {i: self._to_rgb(cursor.get(i), info, cc, stats) for i in wanted}
+                return {i: self._to_rgb(frame, info, cc, stats) for i, frame in reader.frames(wanted)}
             except VlrtError as err:
                 raise _Refused(f"NVDEC decoding failed ({err})") from None
 
@@ -202,10 +186,10 @@ class GpuDecoder:
                 for i, a in zip(wanted, arrays)}
 
 
-def _stream_format(path: str, stream_index: int) -> tuple[str, str | None, int, int]:
+def _stream_format(path: str, info: VideoInfo) -> tuple[str, str | None, int, int]:
     """(codec, software pixel format, width, height) of the stream, from its header (with NVDEC
     attached, PyAV reports the hardware format "cuda" instead)."""
-    with _open(path) as container:
-        cc = container.streams[stream_index].codec_context
+    with VideoReader(path, info) as reader:
+        cc = reader.codec_context
         # The codec, not the decoder: FFmpeg decodes AV1 with libdav1d when it has it.
         return cc.codec.canonical_name, (cc.format.name if cc.format else None), cc.width, cc.height

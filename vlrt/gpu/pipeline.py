@@ -3,10 +3,12 @@ frames on the GPU from the decoder to the model.
 
 The same two units of work as the CPU pipeline (`vlrt.runtime.pipeline`), each a plain callable a
 worker builds once: `GpuClipLoader` (one path -> sampled, preprocessed frames on the device) and
-`GpuEncoder.encode_frames` (a batch -> embeddings). `GpuPipeline.run` runs loaders on a thread pool
-(PyAV releases the GIL while demuxing and decoding; NVDEC runs many decode sessions at once) and
-feeds full batches to the encoder on the calling thread, with a bounded number of clips in flight.
-Sampling is the CPU path's own `sample_indices`, so both paths see the same frame indices.
+`GpuEncoder.encode_frames` (a batch -> embeddings). `GpuPipeline.run` is the CPU path's own
+scheduler, `vlrt.runtime.pipeline.encode_stream` (loaders on a thread pool -- PyAV releases the GIL
+while demuxing and decoding, NVDEC runs many decode sessions at once -- full batches to the encoder
+on the calling thread, bounded clips in flight and bounded runs of errors), given GPU clips and a
+torch batcher. Sampling is the CPU path's own `sample_indices`, so both paths see the same frame
+indices.
 
 UNVERIFIED ON A GPU: the pipeline runs end to end on the CPU here (device "cpu": CPU decoding,
 PyTorch preprocessing and encoding), which is how its plumbing is tested; the CUDA run is the GPU
@@ -14,10 +16,8 @@ session's job (docs/gpu.md).
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
 import os
-from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -28,7 +28,7 @@ from vlrt.gpu.decode import Fallback, GpuDecoder, GpuDecodeStats
 from vlrt.gpu.device import require_torch
 from vlrt.gpu.encode import GpuEncoder
 from vlrt.gpu.preprocess import GpuPreprocess
-from vlrt.runtime.pipeline import collect, sample_indices
+from vlrt.runtime.pipeline import encode_stream, sample_indices
 from vlrt.runtime.video import VideoInfo, probe
 
 
@@ -104,24 +104,11 @@ class GpuPipeline:
         self.in_flight = in_flight or max(2 * batch_size, 2 * workers)
 
     def run(self, paths: Iterable[str | os.PathLike]) -> Iterator[GpuResult]:
-        """One GpuResult per path, in input order; a bad video yields its error and the rest go on."""
-        with cf.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="vlrt-gpu-decode") as pool:
-            pending: deque[tuple[str, cf.Future]] = deque()
-            ready: list[GpuResult] = []
-            source = iter(paths)
-            exhausted = False
-            while pending or not exhausted:
-                while not exhausted and len(pending) < self.in_flight:
-                    path = next(source, None)
-                    if path is None:
-                        exhausted = True
-                    else:
-                        pending.append((os.fspath(path), pool.submit(self.loader, path)))
-                if pending:
-                    ready.append(collect(*pending.popleft(), GpuResult))
-                if sum(r.clip is not None for r in ready) >= self.batch_size or (exhausted and not pending):
-                    yield from self._encode(ready)
-                    ready = []
+        """One GpuResult per path, in input order; a bad video yields its error and the rest go on.
+        Bounds on clips in flight and paths read ahead: `encode_stream`'s."""
+        return encode_stream(map(os.fspath, paths), self.loader, self._encode, batch_size=self.batch_size,
+                             workers=self.workers, in_flight=self.in_flight, result=GpuResult,
+                             collate=_stack_clips)
 
     def encode_videos(self, paths: Iterable[str | os.PathLike]) -> np.ndarray:
         """(N, D) float32 L2-normalised embeddings; VlrtError naming the first file that fails."""
@@ -132,18 +119,16 @@ class GpuPipeline:
             out.append(result.embedding)
         return np.stack(out) if out else np.zeros((0, self.encoder.embed_dim), np.float32)
 
-    def _encode(self, ready: list[GpuResult]) -> list[GpuResult]:
-        torch = require_torch()
-        clips = [r.clip for r in ready if r.clip is not None]
-        if clips:
-            pixels = torch.stack([c.pixels for c in clips])  # (B, T, 3, S, S)
-            mask = torch.zeros(pixels.shape[:2], dtype=torch.float32, device=pixels.device)  # (B, T)
-            for b, c in enumerate(clips):
-                mask[b, :c.n_frames] = 1.0
-            video, frames = self.encoder.encode_frames(pixels, mask, return_frames=True)  # (B, D), (B, T, D)
-            it = iter(zip(video.cpu().numpy(), frames.cpu().numpy()))
-            for r in ready:
-                if r.clip is not None:
-                    r.embedding, r.frames = next(it)
-                    r.clip.pixels = None  # free the device memory as soon as the batch is encoded
-        return ready
+    def _encode(self, pixels: Any, mask: Any) -> tuple[np.ndarray, np.ndarray]:
+        video, frames = self.encoder.encode_frames(pixels, mask, return_frames=True)  # (B, D), (B, T, D)
+        return video.cpu().numpy(), frames.cpu().numpy()
+
+
+def _stack_clips(clips: list[GpuClip]) -> tuple[Any, Any]:
+    """A batch on the clips' device: pixels (B, T, 3, S, S) and the prefix mask (B, T)."""
+    torch = require_torch()
+    pixels = torch.stack([c.pixels for c in clips])  # (B, T, 3, S, S)
+    mask = torch.zeros(pixels.shape[:2], dtype=torch.float32, device=pixels.device)  # (B, T)
+    for b, c in enumerate(clips):
+        mask[b, :c.n_frames] = 1.0
+    return pixels, mask

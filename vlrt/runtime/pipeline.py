@@ -21,8 +21,14 @@ import numpy as np
 
 from vlrt.errors import VlrtError
 from vlrt.runtime.preprocess import Preprocess
-from vlrt.runtime.sampling import SLICE_FRAMEPOS, clip4clip_indices, fixed_fps_indices, segment_middle_indices
-from vlrt.runtime.video import VideoInfo, probe, read_frames, read_frames_av
+from vlrt.runtime.sampling import (
+    SLICE_FRAMEPOS,
+    clip4clip_indices,
+    fixed_fps_indices,
+    fps_timeline_indices,
+    segment_middle_indices,
+)
+from vlrt.runtime.video import VideoInfo, ffmpeg_reason, probe, read_frames, read_frames_av
 
 Mode = Literal["exact", "fast"]
 
@@ -42,21 +48,28 @@ class Clip:
                 "duration": round(i.duration, 4), "width": i.width, "height": i.height, "codec": i.codec}
 
 
+RULES = ("fps_timeline", "clip4clip", "segment_middle", "fps")
+
+
 def sample_indices(info: VideoInfo, sampling: dict[str, Any], max_frames: int) -> list[int]:
     """Frame indices by the manifest's rule (the one the model was trained with)."""
     rule = sampling.get("rule")
     if info.num_frames <= 1:
         return list(range(info.num_frames))
-    if rule == "clip4clip":
-        # Index-based, as CLIP4Clip's OpenCV extractor seeks by frame number.
+    if rule in ("fps_timeline", "clip4clip"):
+        sample_fps = float(sampling.get("fps", 1.0))
+        slice_mode = SLICE_FRAMEPOS[int(sampling.get("slice_framepos", 2))]
+        if rule == "fps_timeline":  # the frames shown at each tick of the video's own timeline
+            return fps_timeline_indices(info.timestamps, info.duration, max_frames=max_frames,
+                                        sample_fps=sample_fps, slice=slice_mode)
+        # By frame index, as CLIP4Clip's OpenCV extractor seeks: kept to reproduce its numbers.
         return clip4clip_indices(info.num_frames, info.fps, max_frames=max_frames,
-                                 sample_fps=float(sampling.get("fps", 1.0)),
-                                 slice=SLICE_FRAMEPOS[int(sampling.get("slice_framepos", 2))])
+                                 sample_fps=sample_fps, slice=slice_mode)
     if rule == "segment_middle":
         return segment_middle_indices(info.num_frames, num_segments=max_frames)
     if rule == "fps":
         return fixed_fps_indices(info.timestamps, fps=float(sampling["fps"]), max_frames=max_frames)
-    raise VlrtError(f"unknown sampling rule {rule!r} in the manifest; known: clip4clip, segment_middle, fps")
+    raise VlrtError(f"unknown sampling rule {rule!r} in the manifest; known: {', '.join(RULES)}")
 
 
 class ClipLoader:
@@ -95,8 +108,18 @@ class Result:
     error: str | None = None
 
 
-def encode_stream(paths: Iterable[str], loader: Callable[[str], Clip], encode, *, batch_size: int = 8,
-                  workers: int = 2, in_flight: int | None = None) -> Iterator[Result]:
+def stack_clips(clips: list[Clip]) -> tuple[np.ndarray, np.ndarray]:
+    """A batch for the encoder: pixels (B, T, 3, S, S) and the prefix mask (B, T)."""
+    pixels = np.stack([c.pixels for c in clips])  # (B, T, 3, S, S)
+    mask = np.zeros(pixels.shape[:2], np.float32)  # (B, T)
+    for b, c in enumerate(clips):
+        mask[b, :c.n_frames] = 1.0
+    return pixels, mask
+
+
+def encode_stream(paths: Iterable[str], loader: Callable[[str], Any], encode, *, batch_size: int = 8,
+                  workers: int = 2, in_flight: int | None = None, result: Callable[..., Any] = Result,
+                  collate: Callable[[list[Any]], tuple[Any, Any]] = stack_clips) -> Iterator[Any]:
     """Yield one Result per path, in input order; a bad video yields its error and the rest go on.
 
     `encode(pixels (B, T, 3, S, S), mask (B, T))` returns (video (B, D), frames (B, T, D)).
@@ -104,11 +127,14 @@ def encode_stream(paths: Iterable[str], loader: Callable[[str], Clip], encode, *
     loaded and not yet yielded, and `paths` is read at most `in_flight + 2 * batch_size - 1`
     items ahead of the results: an error comes out once no clip waits before it, and a run of
     errors after a clip sends a short batch to the encoder.
+
+    Other clip types (the GPU pipeline's) bring their own `result` class (fields path, embedding,
+    frames, clip, error, as `Result`'s) and `collate`, which batches the clips for `encode`.
     """
     in_flight = in_flight or max(2 * batch_size, 2 * workers)
     with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlrt-decode") as pool:
         pending: deque[tuple[str, cf.Future]] = deque()
-        ready: list[Result] = []
+        ready: list[Any] = []
         source = iter(paths)
         exhausted = False
         while pending or not exhausted:
@@ -119,10 +145,10 @@ def encode_stream(paths: Iterable[str], loader: Callable[[str], Clip], encode, *
                 else:
                     pending.append((str(path), pool.submit(loader, path)))
             if pending:
-                ready.append(collect(*pending.popleft()))
+                ready.append(collect(*pending.popleft(), result))
             clips = sum(r.clip is not None for r in ready)
             if clips >= batch_size or not clips or len(ready) >= 2 * batch_size or (exhausted and not pending):
-                yield from _encode_ready(ready, encode)
+                yield from _encode_ready(ready, encode, collate)
                 ready = []
 
 
@@ -134,17 +160,15 @@ def collect(path: str, future: cf.Future, result=None):
     except VlrtError as exc:
         return result(path, error=str(exc))
     except Exception as exc:  # a decoder crash on one file must not stop thousands of others
-        return result(path, error=f"{path}: {type(exc).__name__}: {exc}")
+        # FFmpeg's and the OS's errors in plain words, without errno numbers.
+        reason = ffmpeg_reason(exc) if getattr(exc, "strerror", None) else str(exc)
+        return result(path, error=f"{path}: {type(exc).__name__}: {reason}")
 
 
-def _encode_ready(ready: list[Result], encode) -> list[Result]:
+def _encode_ready(ready: list[Any], encode, collate) -> list[Any]:
     clips = [r.clip for r in ready if r.clip is not None]
     if clips:
-        pixels = np.stack([c.pixels for c in clips])  # (B, T, 3, S, S)
-        mask = np.zeros(pixels.shape[:2], np.float32)  # (B, T)
-        for b, c in enumerate(clips):
-            mask[b, :c.n_frames] = 1.0
-        video, frames = encode(pixels, mask)
+        video, frames = encode(*collate(clips))  # (B, D), (B, T, D)
         it = iter(zip(video, frames))
         for r in ready:
             if r.clip is not None:

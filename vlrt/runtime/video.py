@@ -5,10 +5,18 @@ decode) and sorts their presentation times, so index -> pts is exact for B-frame
 VFR and streams that start late; the container's own frame count is never trusted. It also
 decodes the first frame, which proves the file decodes and gives the display rotation.
 
-`read_frames` seeks to the keyframe at or before each wanted frame and decodes forward, matching
-decoded frames to indices by pts. It seeks only when that is cheaper than decoding on from where
-the decoder is. Frames come out rotated as players show them: PyAV does not apply the display
-matrix, so its rotation is read from the frame and applied with `np.rot90`.
+`read_frames` seeks to the keyframe at or before each wanted frame and decodes forward. It seeks
+only when that is cheaper than decoding on from where the decoder is. A decoded frame is placed by
+its pts where the container's pts are presentation times. Where they are not -- AVI, whose pts
+FFmpeg derives from chunk numbers, rising in decode order although the decoder reorders frames
+(DivX/Xvid "packed" B-frames, H.264 with B-frames), so that decoded frames carry pts 1, 3, 2, 5,
+4, ... -- frames are placed by decoder output order, which is presentation order: by the dts of
+the packet that released each (FFmpeg's best-effort time) less the decoder's lag, and frames
+flushed at the end one place on. Frames come out rotated as players show them: PyAV does not
+apply the display matrix, so its rotation is read from the frame and applied with `np.rot90`.
+
+`VideoReader` is the seam under `read_frames`: one open file that hands out decoded frames by
+index, optionally through a hardware decoder (`hwaccel`), as the GPU decoder uses it.
 
 `frame_indices_at` turns times (seconds since the first frame) into the indices of the frames a
 player shows then, from the real pts; `read_frames_at` reads those frames with `read_frames`.
@@ -29,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from vlrt.errors import VlrtError
+from vlrt.runtime.sampling import TIME_TOLERANCE_S, shown_at
 
 # Larger frames are corrupt or hostile files (a 250 KB PNG can claim 16000x16000): refused before
 # FFmpeg allocates them. MAX_PIXELS admits 8K UHD (7680x4320, 33 Mpx), DCI 8K (8192x4320), 8192x4096
@@ -39,9 +48,11 @@ MAX_PIXELS = 8192 * 8192
 # (the open option does not reach those). FFmpeg checks sizes padded for alignment (< 64 px a
 # side more), hence the margin: the exact limit is vlrt's own check, `_check_size`.
 DECODER_LIMITS = {"max_pixels": str(MAX_PIXELS + 192 * MAX_SIDE)}
-TIME_TOLERANCE_S = 1e-9  # this far below a frame's pts is float rounding: that frame is shown
 OPEN_TIMEOUT_S = 30.0  # FFmpeg's I/O interrupt: a stalled (network) read fails instead of hanging
 PixelFormat = Literal["rgb24", "bgr24"]
+__all__ = ["MAX_PIXELS", "MAX_SIDE", "TIME_TOLERANCE_S", "DecodeStats", "VideoInfo", "VideoReader",
+           "check_indices", "ffmpeg_reason", "frame_indices_at", "probe", "read_frames", "read_frames_at",
+           "read_frames_av", "rotate"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,10 @@ class VideoInfo:
     pts: tuple[int, ...] = field(default=(), repr=False)  # exact pts in `time_base` units
     keyframe_dts: tuple[int, ...] = field(default=(), repr=False)  # per keyframe, <= its pts
     timed: bool = field(default=True, repr=False)  # False: no timestamps, frames are counted
+    # True: decoded frames are placed by decoder output order, not by their pts (see the module
+    # docstring); untimed streams are too.
+    by_output_order: bool = field(default=False, repr=False)
+    dts_lag: int = field(default=0, repr=False)  # by output order: frames a decoded dts runs ahead
 
 
 @dataclass
@@ -81,6 +96,28 @@ def _av() -> Any:
     except ImportError:
         raise VlrtError("reading video files needs PyAV: pip install 'av>=14'") from None
     return av
+
+
+def ffmpeg_reason(err: BaseException) -> str:
+    """An FFmpeg or OS error in plain words: its description without the errno, the C function or
+    the path (e.g. "invalid data found when processing input")."""
+    av = _av()
+    if isinstance(err, av.error.ExitError):  # FFmpeg's interrupt: OPEN_TIMEOUT_S without data
+        return f"no data arrived for {OPEN_TIMEOUT_S:g} s"
+    text = getattr(err, "strerror", None) or str(err) or type(err).__name__
+    return text[:1].lower() + text[1:]
+
+
+def _decode_trouble(err: BaseException, codec: str) -> str:
+    """What a decode error says about the frames it took. Only FFmpeg's invalid-data error means
+    damaged input; the size limit shows as an invalid argument."""
+    av = _av()
+    if isinstance(err, av.error.InvalidDataError):
+        return f"FFmpeg reports corrupt data ({ffmpeg_reason(err)})"
+    if isinstance(err, av.error.ArgumentError):
+        return (f"the {codec} decoder refused it ({ffmpeg_reason(err)}; it refuses frames over "
+                f"{MAX_PIXELS} pixels so)")
+    return f"the {codec} decoder failed ({ffmpeg_reason(err)})"
 
 
 def _check_file(path: str) -> None:
@@ -116,13 +153,18 @@ def _check_y4m_header(path: str) -> None:
     _check_size(path, "claimed", width, height)
 
 
-def _open(path: str) -> Any:
+def _open(path: str, hwaccel: Any = None) -> Any:
     av = _av()
     _check_y4m_header(path)
     try:
-        return av.open(path, timeout=OPEN_TIMEOUT_S, options=DECODER_LIMITS)
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise VlrtError(f"{path}: cannot open as a video or image ({e})") from None
+        return av.open(path, timeout=OPEN_TIMEOUT_S, options=DECODER_LIMITS, hwaccel=hwaccel)
+    except av.error.InvalidDataError as e:
+        raise VlrtError(f"{path}: cannot open as a video or image: FFmpeg found none it can read in it "
+                        f"({ffmpeg_reason(e)})") from None
+    except (av.FFmpegError, OSError) as e:
+        raise VlrtError(f"{path}: cannot open as a video or image ({ffmpeg_reason(e)})") from None
+    except UnicodeDecodeError:
+        raise VlrtError(f"{path}: cannot open as a video or image (its metadata is not UTF-8 text)") from None
 
 
 def _video_stream(container: Any, path: str) -> Any:
@@ -151,24 +193,32 @@ def _limit_decoder(stream: Any) -> None:
     cc.options = {**cc.options, **DECODER_LIMITS}
 
 
-def _decode_packet(stream: Any, packet: Any) -> list[Any]:
-    """Decode one packet (None flushes); a corrupt packet gives no frames instead of an error."""
-    av = _av()
-    try:
-        return stream.codec_context.decode(packet)
-    except av.FFmpegError:
-        return []
+class _Trouble:
+    """FFmpeg's complaints while a file is read, kept in plain words for the error that may follow
+    (a frame that never decoded is blamed on them, and called corrupt only when FFmpeg said so)."""
 
+    def __init__(self, codec: str) -> None:
+        self.codec = codec
+        self.last: str | None = None
 
-def _packets(container: Any, stream: Any) -> Iterator[Any]:
-    """The stream's packets with data; a read error (a truncated file) ends the stream."""
-    av = _av()
-    try:
-        for packet in container.demux(stream):
-            if packet.size:
-                yield packet
-    except av.FFmpegError:
-        return
+    def decode(self, stream: Any, packet: Any) -> list[Any]:
+        """Decode one packet (None flushes); a packet FFmpeg refuses gives no frames."""
+        av = _av()
+        try:
+            return stream.codec_context.decode(packet)
+        except av.FFmpegError as err:
+            self.last = _decode_trouble(err, self.codec)
+            return []
+
+    def packets(self, container: Any, stream: Any) -> Iterator[Any]:
+        """The stream's packets with data; a read error (a truncated file) ends the stream."""
+        av = _av()
+        try:
+            for packet in container.demux(stream):
+                if packet.size:
+                    yield packet
+        except av.FFmpegError as err:
+            self.last = f"reading stopped early ({ffmpeg_reason(err)})"
 
 
 def _rotation(frame: Any, stream: Any) -> int:
@@ -190,14 +240,15 @@ def _packet_time(packet: Any) -> int | None:
     return packet.pts if packet.pts is not None else packet.dts
 
 
-def _scan(container: Any, stream: Any) -> tuple[list[int], dict[int, int], Any]:
-    """One demux pass: every packet's pts, keyframes' pts -> dts, and the first decoded frame."""
+def _scan(container: Any, stream: Any, trouble: _Trouble) -> tuple[list[int], dict[int, int], Any]:
+    """One demux pass: every packet's pts in decode order, keyframes' pts -> dts, and the first
+    decoded frame."""
     pts: list[int] = []
     key: dict[int, int] = {}
     first = None
-    for packet in _packets(container, stream):
+    for packet in trouble.packets(container, stream):
         if first is None:  # discarded packets too: later frames may reference them
-            first = next(iter(_decode_packet(stream, packet)), None)
+            first = next(iter(trouble.decode(stream, packet)), None)
         t = _packet_time(packet)
         if t is None or packet.is_discard:  # unplaceable, or outside the edit list
             continue
@@ -205,7 +256,7 @@ def _scan(container: Any, stream: Any) -> tuple[list[int], dict[int, int], Any]:
         if packet.is_keyframe:
             key[t] = min(t, packet.dts if packet.dts is not None else t)
     if first is None:
-        first = next(iter(_decode_packet(stream, None)), None)
+        first = next(iter(trouble.decode(stream, None)), None)
     return pts, key, first
 
 
@@ -214,8 +265,9 @@ def _count_decoded(path: str, stream_index: int) -> int:
     with _open(path) as container:
         stream = container.streams[stream_index]
         _limit_decoder(stream)
-        n = sum(len(_decode_packet(stream, p)) for p in _packets(container, stream))
-        return n + len(_decode_packet(stream, None))
+        trouble = _Trouble(stream.codec_context.name)
+        n = sum(len(trouble.decode(stream, p)) for p in trouble.packets(container, stream))
+        return n + len(trouble.decode(stream, None))
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
@@ -229,68 +281,119 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     _check_file(path)
     with _open(path) as container:
         stream = _video_stream(container, path)
-        pts, key_pts, first = _scan(container, stream)
+        trouble = _Trouble(stream.codec_context.name)
+        pts, key_pts, first = _scan(container, stream, trouble)
         if first is None:
-            raise VlrtError(f"{path}: no frame of the {stream.codec_context.name} stream decodes")
+            why = f": {trouble.last}" if trouble.last else ""
+            raise VlrtError(f"{path}: no frame of the {stream.codec_context.name} stream decodes{why}")
         rate = stream.average_rate or stream.guessed_rate
         if pts:
             timing = _timing(pts, key_pts, first, stream.time_base or Fraction(1))
+            if _shuffled_pts(container, stream, pts):
+                timing.update(by_output_order=True, dts_lag=_dts_lag(first, timing["pts"]))
         else:
             n = _count_decoded(path, stream.index)
-            timing = tuple(range(n)), (0,), (0,), (1 / Fraction(rate) if rate else Fraction(1)), False
-        return _info(path, stream, first, float(rate or 0), *timing)
+            timing = {"pts": tuple(range(n)), "keyframes": (0,), "keyframe_dts": (0,), "timed": False,
+                      "time_base": 1 / Fraction(rate) if rate else Fraction(1), "by_output_order": True}
+        return _info(path, stream, first, float(rate or 0), timing)
 
 
-def _timing(pts: list[int], key_pts: dict[int, int], first: Any, time_base: Fraction) -> tuple:
-    """(pts, keyframes, keyframe_dts, time_base, timed) from the packet scan."""
+def _shuffled_pts(container: Any, stream: Any, decode_order_pts: list[int]) -> bool:
+    """Whether decoded frames will carry their pts out of order, so must be placed by output order.
+
+    AVI stores no presentation times: FFmpeg numbers the chunks (dts) and derives pts from them.
+    Where those pts rise in decode order although the decoder reorders frames, the stream hides
+    its B-frames from FFmpeg's parser (DivX/Xvid packed B-frames: a P- and a B-frame in one chunk;
+    H.264 with B-frames), and decoded frames carry the pts shuffled; the dts FFmpeg hands each
+    frame still follow output order. Elsewhere stored pts are presentation times.
+    """
+    return (container.format.name == "avi" and bool(stream.codec_context.has_b_frames)
+            and all(a < b for a, b in zip(decode_order_pts, decode_order_pts[1:])))
+
+
+def _dts_lag(first: Any, pts: tuple[int, ...]) -> int:
+    """How many frames a decoded frame's dts runs ahead of its place (the decoder's delay less
+    the one FFmpeg built into the derived pts), from the first frame, whose pts is its own."""
+    if first.dts not in pts or first.pts not in pts:  # a lone frame, flushed out (no dts)
+        return 0
+    return pts.index(first.dts) - pts.index(first.pts)
+
+
+def _timing(pts: list[int], key_pts: dict[int, int], first: Any, time_base: Fraction) -> dict[str, Any]:
+    """VideoInfo's timing fields from the packet scan."""
     # Frames before the first one that decodes (a stream cut mid-GOP, open-GOP leading frames)
     # are not part of the video.
     start = first.pts if first.pts is not None else min(pts)
     pts = sorted({t for t in pts if t >= start})
     keyframes = tuple(i for i, t in enumerate(pts) if t in key_pts) or (0,)
-    return tuple(pts), keyframes, tuple(key_pts.get(pts[k], pts[k]) for k in keyframes), time_base, True
+    return {"pts": tuple(pts), "keyframes": keyframes, "time_base": time_base,
+            "keyframe_dts": tuple(key_pts.get(pts[k], pts[k]) for k in keyframes)}
 
 
-def _info(path: str, stream: Any, first: Any, fps: float, pts: tuple[int, ...],
-          keyframes: tuple[int, ...], keyframe_dts: tuple[int, ...], tb: Fraction,
-          timed: bool) -> VideoInfo:
+def _info(path: str, stream: Any, first: Any, fps: float, timing: dict[str, Any]) -> VideoInfo:
     rotation = _rotation(first, stream)
     w, h = (first.height, first.width) if rotation % 180 else (first.width, first.height)
     _check_size(path, "decoded", w, h)
-    seconds = tuple(float(t * tb) for t in pts)
+    seconds = tuple(float(t * timing["time_base"]) for t in timing["pts"])
     return VideoInfo(
         path=path, width=w, height=h, rotation=rotation, codec=stream.codec_context.name,
-        num_frames=len(pts), fps=fps, start_time=seconds[0],
+        num_frames=len(seconds), fps=fps, start_time=seconds[0],
         duration=seconds[-1] - seconds[0] + (1 / fps if fps > 0 else 0.0), timestamps=seconds,
-        keyframes=keyframes, stream_index=stream.index, time_base=tb, pts=pts,
-        keyframe_dts=keyframe_dts, timed=timed)
+        stream_index=stream.index, **timing)
 
 
 class _Cursor:
     """A decoder positioned in one file: hands out wanted frames in increasing index order."""
 
-    def __init__(self, container: Any, info: VideoInfo, wanted: list[int], stats: DecodeStats):
-        self.container, self.info, self.stats = container, info, stats
-        self.stream = container.streams[info.stream_index]
-        _limit_decoder(self.stream)
+    def __init__(self, container: Any, stream: Any, info: VideoInfo, wanted: list[int], stats: DecodeStats):
+        self.container, self.stream, self.info, self.stats = container, stream, info, stats
+        self.trouble = _Trouble(info.codec)
         self.index_of = {t: i for i, t in enumerate(info.pts)}
         self.wanted_pts = {info.pts[i] for i in wanted}
-        self.pos = -1  # index of the last frame decoded (-1: before the first)
+        self.pos = -1  # index of the last frame placed (-1: before the first, or just after a seek)
         self.seek_floor: int | None = None  # after a seek: the keyframe the decoder must start at
         self.key_dts = dict(zip(info.keyframes, info.keyframe_dts))
-        self.by_dts = False  # seek to keyframes' dts: set once seeking by pts overshoots
+        # Seek to keyframes' dts: set once seeking by pts overshoots, and from the start where
+        # frames go by output order (AVI, whose index holds the chunks' numbers, the dts).
+        self.by_dts = info.by_output_order
         first = info.keyframes[0]
         self.dts_shift = info.pts[first] - self.key_dts.get(first, info.pts[first])  # see _seek
         self.frames = self._decode()
 
     def _decode(self) -> Iterator[Any]:
-        for packet in _packets(self.container, self.stream):
+        for packet in self.trouble.packets(self.container, self.stream):
             # A non-reference frame nobody wants needs no decoding: no other frame depends on it.
-            if packet.is_disposable and _packet_time(packet) not in self.wanted_pts:
+            # Only where pts place frames: by output order, every frame must come out to be counted.
+            if (not self.info.by_output_order and packet.is_disposable
+                    and _packet_time(packet) not in self.wanted_pts):
                 self.stats.packets_skipped += 1
                 continue
-            yield from _decode_packet(self.stream, packet)
-        yield from _decode_packet(self.stream, None)
+            yield from self.trouble.decode(self.stream, packet)
+        yield from self.trouble.decode(self.stream, None)
+
+    def _place(self, frame: Any) -> int | None:
+        """The decoded frame's index in presentation order; None when it cannot be placed."""
+        if not self.info.timed:  # never seeked: the decoder's output order is the index
+            return self.pos + 1
+        if not self.info.by_output_order:
+            return self.index_of.get(frame.pts)
+        # FFmpeg's best-effort time where pts are shuffled: the dts of the packet whose decoding
+        # released the frame, which rises in output order, less the decoder's lag.
+        i = self.index_of.get(frame.dts) if frame.dts is not None else None
+        if i is None:
+            # Flushed out at the end: the next in output order, or a lone frame whose pts is its own.
+            return self.pos + 1 if self.pos >= 0 else self.index_of.get(frame.pts)
+        i -= self.info.dts_lag
+        if self.pos >= 0 and i <= self.pos:  # two frames released by one packet share its dts
+            return self.pos + 1
+        return i if i >= 0 else None
+
+    def _late_start_ok(self, frame: Any, i: int, index: int) -> bool:
+        """Whether decoding that began at frame `i`, after the keyframe the seek aimed at, still
+        reaches frame `index`. Only in AVI placed by output order, where seeks land on the chunk
+        exactly: an open-GOP packed chunk holds a keyframe and the B-frame shown before it, which
+        needs the GOP before and never comes out, so the keyframe itself is the first frame."""
+        return self.info.by_output_order and frame.key_frame and i <= index
 
     def _keyframe_at_or_before(self, index: int) -> int:
         k = bisect.bisect_right(self.info.keyframes, index) - 1
@@ -309,7 +412,10 @@ class _Cursor:
         """
         dts = self.key_dts.get(key, self.info.pts[key])
         target = dts if self.by_dts else max(self.info.pts[index], dts + self.dts_shift)
-        self.container.seek(target, backward=True, stream=self.stream)  # also flushes the decoder
+        try:
+            self.container.seek(target, backward=True, stream=self.stream)  # also flushes the decoder
+        except _av().FFmpegError as err:
+            raise VlrtError(f"{self.info.path}: seeking to frame {key} failed ({ffmpeg_reason(err)})") from None
         self.stats.seeks += 1
         self.frames, self.pos, self.seek_floor = self._decode(), -1, key
 
@@ -337,12 +443,11 @@ class _Cursor:
         """Decode on to frame `index`; None when a seek overshot the keyframe it aimed at."""
         for frame in self.frames:
             self.stats.frames_decoded += 1
-            # Untimed streams are never seeked: the decoder's output order is the index.
-            i = self.index_of.get(frame.pts) if self.info.timed else self.pos + 1
+            i = self._place(frame)
             if i is None:
                 continue
             if self.seek_floor is not None:
-                if i > self.seek_floor:
+                if i > self.seek_floor and not self._late_start_ok(frame, i, index):
                     return None
                 self.seek_floor = None
             self.pos = i
@@ -353,11 +458,12 @@ class _Cursor:
         else:
             if self.seek_floor is not None:  # nothing decoded after the seek: it overshot too
                 return None
-        raise VlrtError(f"{self.info.path}: frame {index} of {self.info.num_frames} did not decode "
-                        f"(corrupt, or over {MAX_PIXELS} pixels)")
+        why = self.trouble.last or "the decoder gave no frame for it"
+        raise VlrtError(f"{self.info.path}: frame {index} of {self.info.num_frames} did not decode: {why}")
 
 
-def _wanted(info: VideoInfo, indices: Sequence[int]) -> list[int]:
+def check_indices(info: VideoInfo, indices: Sequence[int]) -> list[int]:
+    """`indices` as ints, each checked to be a frame of `info`'s video (VlrtError naming the file)."""
     out = []
     for i in indices:
         try:
@@ -370,19 +476,62 @@ def _wanted(info: VideoInfo, indices: Sequence[int]) -> list[int]:
     return out
 
 
+class VideoReader:
+    """One open video file that hands out decoded frames by index, exactly as `read_frames` does
+    (it runs on this): the seam for other decoders. `hwaccel` (a PyAV `HWAccel`, e.g. CUDA) makes
+    FFmpeg decode on that device; its frames are then the device's. Frames are `av.VideoFrame`s as
+    decoded, NOT rotated (`rotate(array, info.rotation)`). Use it as a context manager.
+    """
+
+    def __init__(self, path: str | os.PathLike, info: VideoInfo | None = None, *, hwaccel: Any = None,
+                 stats: DecodeStats | None = None) -> None:
+        self.path = os.fspath(path)
+        self.info = info if info is not None else probe(self.path)
+        self.stats = stats if stats is not None else DecodeStats()
+        _check_file(self.path)
+        self._container = _open(self.path, hwaccel)
+        self.stream = self._container.streams[self.info.stream_index]
+        _limit_decoder(self.stream)
+        self._read = False
+
+    @property
+    def codec_context(self) -> Any:
+        """The stream's decoder (PyAV `CodecContext`): its format, and whether `hwaccel` took."""
+        return self.stream.codec_context
+
+    def frames(self, indices: Sequence[int]) -> Iterator[tuple[int, Any]]:
+        """(index, av.VideoFrame) for each distinct index, in increasing order. Once per reader:
+        the decoder is left wherever the last frame was."""
+        wanted = sorted(set(check_indices(self.info, indices)))
+        if self._read:
+            raise VlrtError(f"{self.path}: a VideoReader hands out frames once; open another")
+        self._read = True
+        if not wanted:
+            return
+        cursor = _Cursor(self._container, self.stream, self.info, wanted, self.stats)
+        for i in wanted:
+            yield i, cursor.get(i)
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def _iter_frames(path: str, indices: Sequence[int], info: VideoInfo | None,
                  stats: DecodeStats | None) -> Iterator[tuple[int, Any]]:
     """(index, av.VideoFrame) for each distinct requested index, in increasing index order."""
     path = os.fspath(path)
     info = info if info is not None else probe(path)
-    wanted = sorted(set(_wanted(info, indices)))
+    wanted = check_indices(info, indices)
     if not wanted:
         return
-    _check_file(path)
-    with _open(path) as container:
-        cursor = _Cursor(container, info, wanted, stats if stats is not None else DecodeStats())
-        for i in wanted:
-            yield i, cursor.get(i)
+    with VideoReader(path, info, stats=stats) as reader:
+        yield from reader.frames(wanted)
 
 
 def rotate(array: np.ndarray, rotation: int) -> np.ndarray:
@@ -448,7 +597,7 @@ def frame_indices_at(info: VideoInfo, times: Sequence[float]) -> list[int]:
         raise VlrtError(f"{info.path}: time {float(t[k])} s (times[{k}]) is outside the video, "
                         f"0..{info.duration:.9g} s from its first frame")
     shown = np.asarray(info.timestamps) - info.start_time  # (num_frames,) from 0, increasing
-    return [int(i) for i in np.searchsorted(shown, t + TIME_TOLERANCE_S, side="right") - 1]
+    return [int(i) for i in shown_at(shown, t)]
 
 
 def read_frames_at(path: str | os.PathLike, times: Sequence[float], *, info: VideoInfo | None = None,
