@@ -2,11 +2,11 @@
 errors are JSON on stdout, commands that encode name their engine, and a long command says what
 it is doing on a terminal from the start."""
 import json
-import subprocess
 import sys
 
 import pytest
 from checkpoint_writers import TINY_C4C, write_clip4clip
+from cli_support import vlrt
 from video_assets import write_video
 
 from vlrt.cli.main import main
@@ -14,9 +14,6 @@ from vlrt.export import export_checkpoint
 
 FP32_LINE = "the bundle's fp32 graphs (ort-cpu)"
 
-
-def vlrt(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "vlrt", *map(str, args)], capture_output=True, text=True, **kw)
 
 
 @pytest.fixture(scope="module")

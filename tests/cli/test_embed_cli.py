@@ -9,24 +9,16 @@ import sys
 import numpy as np
 import pytest
 from bad_corpus import write_corpus
-from checkpoint_writers import TINY_C4C, write_clip4clip
+from cli_support import vlrt
 from video_assets import write_video
 
 from vlrt import Runtime
-from vlrt.export import export_checkpoint
 from vlrt.runtime.index import Index
 
 
-def vlrt(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "vlrt", *map(str, args)], capture_output=True, text=True, **kw)
-
-
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    root = tmp_path_factory.mktemp("embed")
-    export_checkpoint(write_clip4clip(root / "pytorch_model.bin.0", TINY_C4C, seed=0, head="seqTransf"),
-                      root / "b", max_frames=4)
-    return root / "b"
+def bundle(tiny_bundle):
+    return tiny_bundle
 
 
 def test_embed_skips_bad_files_and_search_finds_videos(bundle, tmp_path):

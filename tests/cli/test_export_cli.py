@@ -1,16 +1,11 @@
 """`vlrt export` through the real entry point."""
 import argparse
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 from checkpoint_writers import TINY, TINY_C4C, openai_state_dict, write_clip4clip, write_open_clip
-
-
-def vlrt(*args):
-    return subprocess.run([sys.executable, "-m", "vlrt", *map(str, args)], capture_output=True, text=True)
+from cli_support import vlrt
 
 
 def test_export_prints_validation_report(tmp_path):

@@ -1,13 +1,12 @@
 """`vlrt build`: fp16 and int8 passes, engine directories, reuse, the gate, and the runtime's lookup."""
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import onnx
 import pytest
 from checkpoint_writers import TINY_C4C, write_clip4clip
+from cli_support import vlrt
 from video_assets import write_video
 
 from vlrt import Runtime
@@ -250,9 +249,6 @@ def test_fp16_pass_keeps_sensitive_ops_fp32(bundle, tmp_path):
             assert got[out].dtype == np.float32
             assert compare(value, got[out])["min_cosine"] >= 0.999, out
 
-
-def vlrt(*args):
-    return subprocess.run([sys.executable, "-m", "vlrt", *map(str, args)], capture_output=True, text=True)
 
 
 def test_cli_build(bundle, tmp_path):

@@ -2,21 +2,16 @@
 instead of printing, text refused by codec, and an opened index adding with its recorded options."""
 import numpy as np
 import pytest
-from checkpoint_writers import TINY_C4C, write_clip4clip
 from video_assets import write_video
 
 import vlrt
 from vlrt.errors import VlrtError
-from vlrt.export import export_checkpoint
 from vlrt.runtime.corpus import check_media_codec
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    export_checkpoint(write_clip4clip(root / "pytorch_model.bin.0", TINY_C4C, seed=0, head="seqTransf"),
-                      root / "b", max_frames=4)
-    return root / "b"
+def bundle(tiny_bundle):
+    return tiny_bundle
 
 
 def test_create_add_and_reopen(bundle, tmp_path, capsys):
