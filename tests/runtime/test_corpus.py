@@ -6,7 +6,7 @@ from video_assets import write_video
 
 import vlrt
 from vlrt.errors import VlrtError
-from vlrt.runtime.corpus import check_media_codec
+from vlrt.runtime.video import probe
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,13 @@ def test_other_options_on_an_existing_index_are_refused(bundle, tmp_path):
         vlrt.Index.create(tmp_path / "idx", bundle, backend="ort-cpu", mode="fast")
 
 
-def test_text_codecs_are_refused():
-    with pytest.raises(VlrtError, match=r"^a.nfo: not a video or image: FFmpeg reads it as text \(the tty demuxer"):
-        check_media_codec("a.nfo", "ansi")
-    check_media_codec("a.mp4", "h264")
+def test_text_is_refused_by_every_reader(bundle, tmp_path):
+    """FFmpeg's tty demuxer would make a 4-frame "video" of a text file: probe refuses it, so
+    Runtime.encode_videos does too, not only `vlrt embed`."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("".join(f"line {i}: notes about the corpus\n" for i in range(200)))
+    message = rf"^{notes}: not a video or image: FFmpeg reads it as text \(the tty demuxer, ansi codec\)"
+    with pytest.raises(VlrtError, match=message):
+        probe(notes)
+    with pytest.raises(VlrtError, match=message):
+        vlrt.Runtime.load(bundle).encode_videos([str(notes)])

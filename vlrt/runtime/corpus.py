@@ -17,13 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from vlrt.errors import VlrtError
 from vlrt.runtime.index import IndexWriter
 from vlrt.runtime.paths import Source, expand_paths
-
-# Video codecs FFmpeg makes out of text: a .txt file read by the tty demuxer "decodes" as ANSI art.
-# Such a file is not a video or an image, whatever it decodes to. codec -> the demuxer that makes it.
-NOT_MEDIA_CODECS = {"ansi": "tty", "bintext": "bin", "xbin": "xbin", "idf": "idf"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,25 +50,6 @@ class EmbedSummary:
         out["seconds"] = round(self.seconds, 3)
         out["videos_per_s"] = round(self.embedded / self.seconds, 3) if self.seconds > 0 else None
         return out
-
-
-def check_media_codec(path: str, codec: str) -> None:
-    """Refuse a file whose video stream FFmpeg made out of text (see NOT_MEDIA_CODECS)."""
-    if codec in NOT_MEDIA_CODECS:
-        raise VlrtError(f"{path}: not a video or image: FFmpeg reads it as text "
-                        f"(the {NOT_MEDIA_CODECS[codec]} demuxer, {codec} codec)")
-
-
-class MediaOnly:
-    """A clip loader that refuses text FFmpeg would render as video (check_media_codec)."""
-
-    def __init__(self, loader: Callable[[str], Any]) -> None:
-        self.loader = loader
-
-    def __call__(self, path: str) -> Any:
-        clip = self.loader(path)
-        check_media_codec(str(path), clip.info.codec)
-        return clip
 
 
 def _deleted(path: str) -> bool:
@@ -179,7 +155,7 @@ def embed_into(writer: IndexWriter, runtime: Any, specs: Iterable[str], *, mode:
     before = (stats.frames, stats.encoded) if stats is not None else None
     by_path = {s.path: s for s in todo}
     encode = lambda px, mask: runtime.encode_frames(px, mask, return_frames=True)  # noqa: E731
-    loader = MediaOnly(ClipLoader(runtime.bundle.manifest, mode=mode))
+    loader = ClipLoader(runtime.bundle.manifest, mode=mode)
     for result in encode_stream(list(by_path), loader, encode, batch_size=batch_size, workers=workers):
         source = by_path[result.path]
         if result.error:

@@ -167,6 +167,11 @@ def _open(path: str, hwaccel: Any = None) -> Any:
         raise VlrtError(f"{path}: cannot open as a video or image (its metadata is not UTF-8 text)") from None
 
 
+# Video codecs FFmpeg makes out of text: a .txt file read by the tty demuxer "decodes" as ANSI art.
+# Such a file is not a video or an image, whatever it decodes to. codec -> the demuxer that makes it.
+NOT_MEDIA_CODECS = {"ansi": "tty", "bintext": "bin", "xbin": "xbin", "idf": "idf"}
+
+
 def _video_stream(container: Any, path: str) -> Any:
     """The stream FFmpeg picks by default (av_find_best_stream), skipping cover art."""
     av = _av()
@@ -178,6 +183,9 @@ def _video_stream(container: Any, path: str) -> Any:
     if best is None or best not in streams:
         best = max(streams, key=lambda s: s.codec_context.width * s.codec_context.height)
     cc = best.codec_context
+    if cc.name in NOT_MEDIA_CODECS:
+        raise VlrtError(f"{path}: not a video or image: FFmpeg reads it as text "
+                        f"(the {NOT_MEDIA_CODECS[cc.name]} demuxer, {cc.name} codec)")
     if not (cc.width and cc.height):  # FFmpeg's probing decode refused the size, or found none
         raise VlrtError(f"{path}: frame size unknown or over {MAX_PIXELS} pixels "
                         f"(FFmpeg read none from the {cc.name} stream)")
