@@ -82,6 +82,16 @@ def test_figures_that_differ_from_the_record_fail_the_demo(tmp_path, monkeypatch
     assert main(["demo", "--videos", "4", "-o", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "fp32 figures differ from those recorded" in err and "(recorded 0.0)" in err
+    assert main(["demo", "--videos", "4", "-o", str(tmp_path), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)  # one document: the figures and the error
+    assert "(recorded 0.0)" in out["error"] and out["matches_recorded"] is False and out["videos"] == 4
+
+
+@pytest.mark.parametrize("n", ["0", "-3", "x"])
+def test_demo_needs_at_least_one_clip(n, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--videos", n])
+    assert exit_.value.code == 2 and "usage: vlrt demo" in capsys.readouterr().err
 
 
 def test_demo_from_checkpoint_exports_again(tmp_path):

@@ -265,3 +265,16 @@ def test_cli_build(bundle, tmp_path):
     res = vlrt("build", copy, "--backend", "ort-cpu", "--precision", "fp16")
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert res.stderr.count("\n") == 1 and res.stderr.startswith("vlrt: error: fp16 is for GPU backends")
+
+
+def test_a_rebuild_by_another_version_is_taken_over_the_older_one(bundle, dynamic, tmp_path):
+    """The same recipe built by two vlrt versions: both fit (vlrt's version is not a runtime
+    matter), and the later build runs; recipes that differ are still refused."""
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    older = json.loads((copy / "engines" / dynamic.key / "engine.json").read_text())
+    older["versions"]["vlrt"], older["created"] = "0.0.9", "2000-01-01T00:00:00.000+00:00"
+    older["key"] = engine_key(older)
+    shutil.copytree(copy / "engines" / dynamic.key, copy / "engines" / older["key"])
+    (copy / "engines" / older["key"] / "engine.json").write_text(json.dumps(older))
+    assert Runtime.load(copy, backend="ort-cpu", precision="int8").engine.key == dynamic.key

@@ -108,3 +108,46 @@ def test_runtime_checks_inputs(bundle_dir):
     assert rt.encode_frames(np.zeros((0, 4, 3, 32, 32), np.float32)).shape == (0, TINY_C4C.embed_dim)
     out = rt.encode_text(["a", "b", "c"], batch_size=2)
     assert out.shape == (3, TINY_C4C.embed_dim) and np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
+
+
+def _edited_copy(bundle_dir, tmp_path, edit):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle_dir, copy, ignore=shutil.ignore_patterns("engines"))
+    m = json.loads((copy / "vlrt.json").read_text())
+    edit(m)
+    (copy / "vlrt.json").write_text(json.dumps(m))
+    return copy
+
+
+def test_manifest_schema_and_graph_outputs(bundle_dir, tmp_path):
+    m = json.loads((bundle_dir / "vlrt.json").read_text())
+    assert (m["schema_version"], m["bundle_version"], m["embedding"]) == ("1.1", 1, "vector")
+    assert (m["graphs"]["video"]["embedding"], m["graphs"]["video"]["features"]) == ("video_embeds", "frame_embeds")
+    assert Bundle.open(bundle_dir).outputs("text") == ("text_embeds", "token_embeds")
+
+    def newer(m):
+        m["schema_version"], m["bundle_version"] = "2.0", 2
+    with pytest.raises(VlrtError, match=r"bundle schema 2.0 was written by a newer vlrt; this vlrt reads schema 1.x"):
+        Bundle.open(_edited_copy(bundle_dir, tmp_path / "a", newer))
+
+    def schema_1_0(m):  # before graphs named their outputs
+        del m["schema_version"], m["embedding"]
+        for g in m["graphs"].values():
+            del g["embedding"], g["features"]
+    old = _edited_copy(bundle_dir, tmp_path / "b", schema_1_0)
+    ref = Runtime.load(bundle_dir).encode_text(["a dog runs"])
+    assert np.array_equal(Runtime.load(old).encode_text(["a dog runs"]), ref)
+
+
+def test_runtime_refuses_what_it_cannot_encode(bundle_dir, tmp_path):
+    def multi(m):
+        m["embedding"] = "multi-vector"
+    with pytest.raises(VlrtError, match=r"embeds 'multi-vector'.*which this vlrt does not have"):
+        Runtime.load(_edited_copy(bundle_dir, tmp_path / "a", multi))
+
+    def other_tokenizer(m):
+        m["tokenizer"]["type"] = "bert-wordpiece"
+    with pytest.raises(VlrtError, match=r"tokenizer 'bert-wordpiece'; this vlrt has the clip-bpe tokenizer only"):
+        Runtime.load(_edited_copy(bundle_dir, tmp_path / "b", other_tokenizer))

@@ -66,7 +66,7 @@ def unpack_default_bundle(dest: Path) -> Path:
 
 def write_bundle_archive(bundle: Path, archive: Path) -> dict[str, Any]:
     """Pack an exported bundle's files (not its engines) as the shipped archive, and its sha256
-    beside it. Used when the embedded model is re-exported (benchmarks/record_demo.py --ship)."""
+    beside it. Used when the embedded model is re-exported (`python -m vlrt.models.ship`)."""
     from vlrt.runtime.bundle import MANIFEST, Bundle
 
     manifest = Bundle.open(bundle).manifest

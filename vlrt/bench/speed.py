@@ -162,7 +162,7 @@ def run_speed(bundle_dir: str | Path, *, configs: list[Config], threads: int, ba
     try:
         import onnx  # noqa: F401  (the engines are built here, and the ceiling graph made)
     except ImportError:
-        raise VlrtError("vlrt bench --speed builds engines and needs the export extra: pip install 'vlrt[export]'") from None
+        raise VlrtError("vlrt bench --speed builds engines and needs the build extra: pip install 'vlrt[build]'") from None
     bundle = Bundle.open(bundle_dir)
     size = bundle.manifest["preprocessing"]["size"]
     rng = np.random.default_rng(0)
@@ -263,7 +263,7 @@ def _prepare(bundle, config: Config, feeds, threads: int, checkpoint: str | None
     sess = ort_session(path, threads, plain=config.kind == "plain")
     rt = Runtime.load(bundle.root, backend="ort-cpu", threads=threads, engine=key, skip_similar=config.skip_similar)
     return {"config": config, "row": row, "runtime": rt, "text": rt.encode_text,
-            "video": lambda: tuple(sess.run(["video_embeds", "frame_embeds"], feeds)),
+            "video": lambda: tuple(sess.run(list(bundle.outputs("video")), feeds)),
             "encode": lambda px, m: rt.encode_frames(px, m, return_frames=True)}
 
 

@@ -106,12 +106,7 @@ def build_engine(
     key = engine_key(manifest)
     target = bundle.root / ENGINES / key
     if target.exists() and not overwrite:
-        engine = Engine(target, json.loads((target / ENGINE_MANIFEST).read_text()))
-        engine.verify()
-        if gate:  # it may have been kept with --no-gate
-            _gate(engine.manifest["validation"], enabled=True)
-        progress(f"reusing engine {key} (built {engine.manifest.get('created')})")
-        return BuildResult(target, key, engine.manifest, True, {})
+        return _reuse(target, gate=gate, progress=progress)
     seconds: dict[str, float] = {}
     with _engine_staging(target, overwrite=overwrite) as tmp:
         graphs = _run_passes(bundle, plan, tmp, seconds, progress)
@@ -135,6 +130,19 @@ def build_engine(
     return BuildResult(target, key, manifest, False, seconds)
 
 
+def _reuse(target: Path, *, gate: bool, progress: Callable[[str], None]) -> BuildResult:
+    """The engine already built with these settings, checked as if loaded."""
+    try:
+        engine = Engine(target, json.loads((target / ENGINE_MANIFEST).read_text()))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise VlrtError(f"{target / ENGINE_MANIFEST}: unreadable ({exc}); rebuild it with --force") from None
+    engine.verify()
+    if gate:  # it may have been kept with --no-gate
+        _gate(engine.manifest["validation"], enabled=True)
+    progress(f"reusing engine {engine.key} (built {engine.manifest.get('created')})")
+    return BuildResult(target, engine.key, engine.manifest, True, {})
+
+
 def plan_build(bundle: Bundle, *, backend: str | None, precision: str | None, int8_mode: str | None,
                calib: str | Path | None, plugins: Sequence[str | Path] = (), token_merge: int = 0,
                fuse_attention: bool = False) -> _Plan:
@@ -153,6 +161,8 @@ def plan_build(bundle: Bundle, *, backend: str | None, precision: str | None, in
                            calib=calib, plugins=plugins)
     if token_merge < 0:
         raise VlrtError(f"--token-merge {token_merge}: must be >= 0 (tokens merged per vision block)")
+    if token_merge and "token-merge" not in plan.backend.structural_passes:
+        raise VlrtError(f"--token-merge: the {plan.backend.name} backend does not run token-merged graphs")
     static = plan.precision == "int8" and plan.options.get("mode") == "static"
     if fuse_attention and ("fuse-attention" not in plan.backend.structural_passes or static):
         raise VlrtError("--fuse-attention makes ONNX Runtime CPU's Attention op: it applies to --backend ort-cpu "

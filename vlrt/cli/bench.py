@@ -22,9 +22,8 @@ import argparse
 import os
 from pathlib import Path
 
-from vlrt.cli.common import BACKEND_HELP, add_json, print_json, subcommand
+from vlrt.cli.common import add_backend, add_json, positive_int, print_json, subcommand
 from vlrt.errors import VlrtError
-from vlrt.runtime import backends
 
 
 def default_cache() -> Path:
@@ -38,8 +37,8 @@ def register(sub) -> None:
     p.add_argument("--reference", help="bundle whose ranking counts as the reference (e.g. the fp32 export)")
     p.add_argument("--cache", default=str(default_cache()),
                    help="where the test clips are written once (default: %(default)s)")
-    p.add_argument("--videos", type=int, help="use only the first N test clips (default: all)")
-    p.add_argument("--backend", choices=backends.names(), help=BACKEND_HELP)
+    p.add_argument("--videos", type=positive_int, help="use only the first N test clips (default: all)")
+    add_backend(p)
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
                    help="measure the engine `vlrt build` made for this precision (default: fp32, the bundle's graphs)")
     p.add_argument("--engine", metavar="KEY", help="measure this built engine (a key under BUNDLE/engines/)")

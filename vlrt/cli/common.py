@@ -7,8 +7,28 @@ import sys
 import time
 from typing import Any
 
-BACKEND_HELP = ("default: the best ONNX Runtime backend here; tensorrt runs an engine that "
-                "`vlrt build --backend tensorrt` made")
+BACKEND_HELP = "default: the best available here (backends that run only built engines are chosen by name)"
+
+
+def add_backend(parser: argparse.ArgumentParser, *, help: str = BACKEND_HELP, only_graphs: bool = False) -> None:
+    """--backend, its choices and their descriptions from the backend registry. `only_graphs`:
+    leave out backends that run only engines built beforehand."""
+    from vlrt.runtime import backends
+
+    names = [n for n in backends.names() if not (only_graphs and backends.get(n).needs_engine)]
+    listing = "; ".join(f"{n}: {backends.get(n).description}" for n in names)
+    parser.add_argument("--backend", choices=names, help=f"{help} ({listing})")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
 
 
 class Parser(argparse.ArgumentParser):

@@ -33,18 +33,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vlrt.cli.common import Stages, add_json, print_json, subcommand
+from vlrt.cli.common import Stages, add_backend, add_json, fail, positive_int, print_json, subcommand
 from vlrt.errors import VlrtError
-from vlrt.runtime import backends
 
 
 def register(sub) -> None:
     p = subcommand(sub, "demo", __doc__)
     p.add_argument("-o", "--output", help="keep the videos, captions, bundle, engine and index here "
                                           "(default: a temporary directory, removed at the end)")
-    p.add_argument("--videos", type=int, help="use only the first N test clips (default: all)")
-    p.add_argument("--backend", choices=[b for b in backends.names() if not backends.get(b).needs_engine],
-                   help="default: the best available")
+    p.add_argument("--videos", type=positive_int, help="use only the first N test clips (default: all)")
+    add_backend(p, only_graphs=True)
     p.add_argument("--from-checkpoint", action="store_true",
                    help="export the shipped checkpoint (parity gate included) instead of unpacking the shipped "
                         "bundle; needs vlrt[export] (PyTorch)")
@@ -107,13 +105,13 @@ def run(args: argparse.Namespace) -> int:
         out["output"] = {"videos": str(root / "videos"), "captions": str(root / "captions.tsv"),
                          "bundle": str(root / "bundle"), "index": str(root / "index")}
     scores = out.pop("scores")
-    if args.json:
-        print_json(out)
-    else:
+    if not args.json:
         _print(out, scenes, scores)
     if out["matches_recorded"] is False:
-        raise VlrtError(f"the fp32 figures differ from those recorded when the model was shipped: "
-                        f"{_differences(want, out['quality'])}")
+        return fail(f"the fp32 figures differ from those recorded when the model was shipped: "
+                    f"{_differences(want, out['quality'])}", json_mode=args.json, extra=out)
+    if args.json:
+        print_json(out)
     return 0
 
 

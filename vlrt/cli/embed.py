@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from vlrt.cli.common import BACKEND_HELP, Stages, add_json, fail, print_json, subcommand
+from vlrt.cli.common import Stages, add_backend, add_json, fail, print_json, subcommand
 from vlrt.errors import VlrtError
 
 
@@ -21,8 +21,7 @@ def register(sub) -> None:
     p.add_argument("bundle", help="bundle directory made by `vlrt export`")
     p.add_argument("paths", nargs="*", help="video files, folders, globs or @list files (none with --prune)")
     p.add_argument("-o", "--output", required=True, help="index directory (created, or resumed)")
-    p.add_argument("--backend", choices=["ort-cpu", "ort-cuda", "tensorrt"],
-                   help=BACKEND_HELP)
+    add_backend(p)
     p.add_argument("--batch-size", type=int, default=8, help="videos per encoder batch (default 8)")
     p.add_argument("--workers", type=int, default=2, help="videos decoded in parallel (default 2)")
     p.add_argument("--mode", choices=["exact", "fast"], default="exact",

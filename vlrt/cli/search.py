@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vlrt.cli.common import BACKEND_HELP, Stages, add_json, print_json, subcommand
+from vlrt.cli.common import Stages, add_backend, add_json, print_json, subcommand
 from vlrt.errors import VlrtError
 
 
@@ -20,8 +20,7 @@ def register(sub) -> None:
     p.add_argument("text", help="the query")
     p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
     p.add_argument("--bundle", metavar="DIR", help="the index's bundle, when it is no longer where the index says")
-    p.add_argument("--backend", choices=["ort-cpu", "ort-cuda", "tensorrt"],
-                   help="default: the backend of the engine the videos were embedded with; " + BACKEND_HELP)
+    add_backend(p, help="default: the backend of the engine the videos were embedded with")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
                    help="encode the query with this precision's engine instead (fp32: the bundle's graphs)")
     p.add_argument("--engine", metavar="KEY", help="encode the query with this built engine instead")

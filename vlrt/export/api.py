@@ -80,7 +80,7 @@ def _manifest(ckpt: LoadedCheckpoint, specs, report: Report, tokenizer: ClipToke
         "sampling": {**ckpt.sampling, "max_frames": ckpt.max_frames},
         "preprocessing": ckpt.preprocessing,
         "tokenizer": {
-            "type": "clip-bpe", "file": tokenizer.vocab_path.name, "sha256": tokenizer.vocab_sha256,
+            "type": ckpt.family.tokenizer, "file": tokenizer.vocab_path.name, "sha256": tokenizer.vocab_sha256,
             "context_length": ckpt.max_words, "sot": tokenizer.sot_id, "eot": tokenizer.eot_id,
             "pad": tokenizer.pad_id,
         },

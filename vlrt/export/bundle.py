@@ -1,5 +1,5 @@
-"""Writing a bundle atomically: everything goes to a temporary sibling directory, which is
-renamed into place only when complete, so an interrupted export leaves no half bundle."""
+"""Writing a bundle's manifest: the export's settings, the versions used, and every file's
+sha256. The bundle directory itself is written atomically by vlrt.build.staging."""
 from __future__ import annotations
 
 import datetime

@@ -8,6 +8,7 @@ Run it after training a new default model, and after any change to what `vlrt ex
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -20,10 +21,17 @@ def main() -> None:
     args = p.parse_args()
     from vlrt.export import export_checkpoint
 
+    out = Path(args.out).resolve()
+    checkpoint = default_checkpoint()
+    here = os.getcwd()
     with tempfile.TemporaryDirectory() as tmp:
-        result = export_checkpoint(default_checkpoint(), Path(tmp) / "bundle")
-        info = write_bundle_archive(result.bundle, Path(args.out))
-    print(f"{args.out}: {info['bytes'] / 1e6:.2f} MB, sha256 {info['sha256']}, files {', '.join(info['files'])}; "
+        os.chdir(checkpoint.parent)  # the manifest records the checkpoint by its name, not this machine's path
+        try:
+            result = export_checkpoint(checkpoint.name, Path(tmp) / "bundle")
+        finally:
+            os.chdir(here)
+        info = write_bundle_archive(result.bundle, out)
+    print(f"{out}: {info['bytes'] / 1e6:.2f} MB, sha256 {info['sha256']}, files {', '.join(info['files'])}; "
           f"export parity min cos {result.report.min_cosine:.9f}")
 
 

@@ -281,11 +281,12 @@ def _choose(root: Path, backend: Any, fitting: list[Engine], precision: str | No
     if len(same) == 1:
         return same[0]
     default = [e for e in same if e.is_default(backend)]
-    if len(default) == 1:
-        return default[0]
+    if default and all(e.options() == default[0].options() for e in default):
+        # one recipe, built again by another vlrt or onnx version: the latest build is the one to run
+        return max(default, key=lambda e: e.manifest.get("created", ""))
     listing = "; ".join(e.describe() for e in sorted(same, key=lambda e: e.key))
-    raise VlrtError(f"{root}: {len(same)} {wanted} engines fit here and none is the default build: {listing}; "
-                    "choose one with --engine KEY")
+    what = "with different default options" if default else "and none is the default build"
+    raise VlrtError(f"{root}: {len(same)} {wanted} engines fit here {what}: {listing}; choose one with --engine KEY")
 
 
 def _engines(root: Path) -> list[Engine]:

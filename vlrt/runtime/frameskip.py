@@ -57,8 +57,9 @@ def representatives(pixels: np.ndarray, mask: np.ndarray, threshold: float, std:
     return rep
 
 
-def split_video_graph(path: Path, sha256: str) -> tuple[Path, Path]:
-    """(tower, head) graphs cut from the video graph at the projected frame features; cached."""
+def split_video_graph(path: Path, sha256: str, outputs: tuple[str, ...]) -> tuple[Path, Path]:
+    """(tower, head) graphs cut from the video graph at the projected frame features; cached.
+    `outputs`: the video graph's outputs the head part keeps (the manifest names them)."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vlrt" / "split" / sha256
     tower, head = base / "video_frames.onnx", base / "video_head.onnx"
     if tower.is_file() and head.is_file():
@@ -72,9 +73,8 @@ def split_video_graph(path: Path, sha256: str) -> tuple[Path, Path]:
     cut = _features_tensor(model)
     extractor = Extractor(model)
     base.mkdir(parents=True, exist_ok=True)
-    for target, inputs, outputs in [(tower, ["pixels"], [cut]),
-                                    (head, [cut, "frame_mask"], ["video_embeds", "frame_embeds"])]:
-        part = extractor.extract_model(inputs, outputs)
+    for target, inputs, kept in [(tower, ["pixels"], [cut]), (head, [cut, "frame_mask"], list(outputs))]:
+        part = extractor.extract_model(inputs, kept)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         onnx.save(part, str(tmp))
         tmp.replace(target)

@@ -31,6 +31,7 @@ class Runtime:
                             "none was given")
         options = engine.options() if engine else {}
         self._runners = backend.runners({g: graphs.graph_path(g) for g in ("video", "text")}, options, threads)
+        _check_supported(bundle)
         tok = bundle.manifest["tokenizer"]
         self.tokenizer = ClipTokenizer(bundle.path(tok["file"]))
         self.skip_similar = skip_similar
@@ -132,7 +133,7 @@ class Runtime:
         if self.skip_similar < 0:
             raise VlrtError(f"skip_similar={self.skip_similar}: a mean absolute difference in levels, >= 0")
         path = graphs.graph_path("video")
-        tower, head = split_video_graph(path, _graph_sha256(graphs, path))
+        tower, head = split_video_graph(path, _graph_sha256(graphs, path), self.bundle.outputs("video"))
         self._features = features_name(tower)
         parts = backend.runners({"video_frames": tower, "video_head": head}, {}, threads)
         self._runners.update(parts)
@@ -181,3 +182,14 @@ def _graph_sha256(graphs: Bundle | Engine, path: Path) -> str:
     if isinstance(graphs, Engine):
         return graphs.manifest["graphs"]["video"]["sha256"]
     return next(e["sha256"] for e in graphs.manifest["files"] if e["name"] == path.name)
+
+
+def _check_supported(bundle: Bundle) -> None:
+    """Refuse what this runtime cannot encode correctly, rather than encode it wrongly."""
+    kind = bundle.manifest.get("embedding", "vector")
+    if kind != "vector":
+        raise VlrtError(f"{bundle.root}: its family ({bundle.manifest.get('family')}) embeds {kind!r}: per-frame and "
+                        "per-word features scored by a scorer, which this vlrt does not have")
+    tokenizer = bundle.manifest["tokenizer"].get("type")
+    if tokenizer != "clip-bpe":
+        raise VlrtError(f"{bundle.root}: tokenizer {tokenizer!r}; this vlrt has the clip-bpe tokenizer only")

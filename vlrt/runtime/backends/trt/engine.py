@@ -17,7 +17,6 @@ from vlrt.errors import VlrtError
 class TrtEngineBuild:
     """The tensorrt backend's build hook (see `vlrt.build.engine`)."""
 
-    symmetric_int8 = True  # TensorRT consumes symmetric Q/DQ only
     accepts_plugins = True
 
     def options(self, plugins: Sequence[str | Path]) -> dict[str, Any]:
