@@ -1,7 +1,8 @@
 """`vlrt embed` and `vlrt search` through the real entry point: every bad path named by its given
 name with a reason while the good ones embed; changed files re-embedded, deleted ones dropped,
 one error line per failing file; a moved bundle; an int8 index queried through the int8 text
-graph; argument errors, empty queries, --json errors and engine lines."""
+graph; argument errors, empty queries, --json errors and engine lines; an impossible -o, a damaged
+index.json and a second writer refused in one line."""
 import ctypes
 import json
 import os
@@ -168,3 +169,38 @@ def test_int8_index_is_queried_through_the_int8_text_graph(bundle, tmp_path):
     res = vlrt("search", tmp_path / "idx", "a red square", "--precision", "fp32", "--json")
     assert abs(json.loads(res.stdout)["results"][0]["score"] - fp32) < 1e-5
     assert f"the videos were embedded with {key}; the query is encoded with the fp32 graphs" in res.stderr
+
+
+def one_error_line(res):
+    assert res.returncode == 1 and "Traceback" not in res.stderr and len(res.stderr.splitlines()) == 1, res.stderr
+    return res.stderr.strip()
+
+
+def test_an_output_that_cannot_be_an_index_is_one_error_line(bundle, tmp_path):
+    write_video(tmp_path / "v.mp4", frames=12)
+    (tmp_path / "file").write_text("x")
+    res = vlrt("embed", bundle, "v.mp4", "-o", "file/idx", cwd=tmp_path)
+    assert one_error_line(res) == "vlrt: error: file/idx: cannot make the index directory: not a directory"
+    res = vlrt("embed", bundle, "v.mp4", "-o", "file", cwd=tmp_path)
+    assert one_error_line(res).startswith("vlrt: error: file: not a directory, so it cannot hold an index")
+    res = vlrt("embed", bundle, "v.mp4", "-o", "/proc/x", cwd=tmp_path)
+    assert one_error_line(res).startswith("vlrt: error: /proc/x: cannot make the index directory: ")
+    assert vlrt("embed", bundle, "v.mp4", "-o", "idx", cwd=tmp_path).returncode == 0
+    (tmp_path / "idx" / "index.json").write_text('{"version": 2, "embed_dim": ')  # cut short
+    for args in (("embed", bundle, "v.mp4", "-o", "idx"), ("search", "idx", "a square")):
+        assert one_error_line(vlrt(*args, cwd=tmp_path)).startswith(
+            "vlrt: error: idx/index.json: cannot read this index's record: not valid JSON (")
+
+
+def test_a_second_writer_is_refused(bundle, tmp_path):
+    write_video(tmp_path / "v.mp4", frames=12)
+    assert vlrt("embed", bundle, "v.mp4", "-o", "idx", cwd=tmp_path).returncode == 0
+    held = Index.open(tmp_path / "idx")
+    held.compact()  # holds the write lock from here until closed
+    want = f"vlrt: error: idx is being written by another process (pid {os.getpid()})"
+    assert one_error_line(vlrt("embed", bundle, "v.mp4", "-o", "idx", cwd=tmp_path)) == want
+    assert one_error_line(vlrt("embed", bundle, "-o", "idx", "--prune", cwd=tmp_path)) == want
+    res = vlrt("search", "idx", "a square", "--json", cwd=tmp_path)  # readers take no lock
+    assert res.returncode == 0 and len(json.loads(res.stdout)["results"]) == 1
+    held.close()
+    assert vlrt("embed", bundle, "-o", "idx", "--prune", cwd=tmp_path).returncode == 0

@@ -1,13 +1,18 @@
 """Index shards: append-only, partial shards discarded, replaced and dropped rows, compaction, the
-bundle found after moves, search returns the nearest rows."""
+bundle found after moves, search returns the nearest rows; one writer at a time, readers racing a
+compaction, recorded options, damaged records and impossible directories named."""
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from vlrt.errors import VlrtError
+from vlrt.runtime import index as index_module
 from vlrt.runtime.bundle import sha256_file
 from vlrt.runtime.index import Index, IndexWriter, load_shards, scan
 
@@ -34,6 +39,7 @@ def test_append_search_and_reopen(tmp_path):
     assert hits[0][0] == "v7.mp4" and hits[0][1] == pytest.approx(1.0, abs=1e-5)
     want = np.argsort(-(emb @ emb[7]))[:3]
     assert [h[0] for h in hits] == [f"v{i}.mp4" for i in want]
+    w.close()
     assert writer(tmp_path).done_paths() == {f"v{i}.mp4" for i in range(10)}
 
 
@@ -44,6 +50,7 @@ def test_interrupted_shard_is_discarded(tmp_path):
     # A kill between the embeddings and the metadata commit leaves an orphan .npy (and a temp file).
     np.save(tmp_path / "shards" / "000001.npy", unit(rng, 3, 16))
     (tmp_path / "shards" / ".000001.jsonl.tmp").write_text('{"path": "c"}\n')
+    w.close()
     w2 = writer(tmp_path)
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["000000.jsonl", "000000.npy"]
     assert w2.done_paths() == {"a", "b"} and w2.next_shard == 1
@@ -108,6 +115,7 @@ def test_interrupted_replacement_loses_and_duplicates_nothing(tmp_path):
     # killed after writing a shard that drops a and re-embeds b, before its commit
     np.save(tmp_path / "shards" / "000001.npy", emb[2:3])
     (tmp_path / "shards" / ".000001.jsonl.tmp").write_text('{"drop": "a"}\n{"path": "b"}\n')
+    w.close()
     w2 = writer(tmp_path)
     paths, got = view(tmp_path)
     assert paths == ["a", "b"] and np.array_equal(got, emb[:2]) and w2.next_shard == 1
@@ -165,6 +173,7 @@ def test_errors_keep_one_line_per_failing_file(tmp_path):
     assert w.save_errors() == 1
     lines = [json.loads(line) for line in (tmp_path / "errors.jsonl").read_text().splitlines()]
     assert lines == [{"path": "/v/x.mp4", "error": "x.mp4: truncated", "given": "x.mp4"}]
+    w.close()
     assert writer(tmp_path).errors == {"/v/x.mp4": lines[0]}
 
 
@@ -206,3 +215,106 @@ def test_empty_query_is_refused(tmp_path):
     writer(tmp_path)
     with pytest.raises(VlrtError, match="the query is empty"):
         Index.open(tmp_path).search(" \t")
+
+
+def test_one_writer_at_a_time(tmp_path):
+    w = writer(tmp_path)
+    in_flight = tmp_path / "shards" / ".000000.npy.tmp"  # w's shard being written
+    in_flight.write_bytes(b"")
+    with pytest.raises(VlrtError, match="being written by another Index or IndexWriter in this process"):
+        writer(tmp_path)
+    assert in_flight.exists()  # the refused writer discarded nothing
+    child = ("import sys; from vlrt.runtime.index import IndexWriter\n"
+             "try:\n    IndexWriter(sys.argv[1], bundle=None, manifest_sha256='a' * 64, embed_dim=16)\n"
+             "except Exception as exc:\n    print(type(exc).__name__, exc)")
+    res = subprocess.run([sys.executable, "-c", child, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert res.stdout == f"VlrtError {tmp_path} is being written by another process (pid {os.getpid()})\n"
+    assert (tmp_path / ".lock").read_text() == f"{os.getpid()}\n"
+    w.close()
+    with pytest.raises(VlrtError, match="this IndexWriter is closed"):
+        w.drop(["a"])
+    with Index.open(tmp_path) as index:
+        index.compact()  # an Index writes through a writer of its own, holding the lock
+        assert not in_flight.exists()  # which discarded the unfinished shard of the closed one
+        with pytest.raises(VlrtError, match="in this process; close it first"):
+            writer(tmp_path)
+    writer(tmp_path).close()  # released by `with`
+    index = Index.open(tmp_path)
+    index.prune()
+    del index  # released when collected
+    writer(tmp_path).close()
+
+
+def test_a_reader_racing_a_compaction_reads_again(tmp_path, monkeypatch):
+    emb = unit(np.random.default_rng(7), 3, 16)
+    with writer(tmp_path) as w:
+        w.append(emb[:2], [{"path": "a"}, {"path": "b"}])
+        w.append(emb[2:], [{"path": "a"}])
+    want_paths, want = view(tmp_path)
+    real_scan = index_module.scan
+
+    def racing(root):
+        listed = real_scan(root)
+        monkeypatch.setattr(index_module, "scan", real_scan)  # for the compaction's own reads
+        with writer(tmp_path) as w:
+            w.compact()  # deletes the shards just listed (the first time: then nothing is dead)
+        monkeypatch.setattr(index_module, "scan", racing)
+        return listed
+
+    monkeypatch.setattr(index_module, "scan", racing)
+    paths, got = view(tmp_path)
+    assert paths == want_paths == ["b", "a"] and np.array_equal(got, want)
+    assert [p.name for p in sorted((tmp_path / "shards").iterdir())] == ["000002.jsonl", "000002.npy"]
+    monkeypatch.setattr(index_module, "scan", lambda root: index_module.Scan(["000000"], {"a": (0, 0, {})}, [1]))
+    with pytest.raises(VlrtError, match=r"the index changed while it was being read \(.*000000.npy vanished"):
+        Index.open(tmp_path)
+
+
+def test_keep_frames_is_a_recorded_option(tmp_path):
+    def resume(root, keep):
+        return IndexWriter(root, bundle=None, manifest_sha256="a" * 64, embed_dim=16,
+                           encoder={"mode": "exact", "keep_frames": keep})
+
+    resume(tmp_path / "new", True).close()
+    with pytest.raises(VlrtError, match="embedded with keep_frames=True, mode=exact, not keep_frames=False"):
+        resume(tmp_path / "new", False)
+    old = tmp_path / "old"  # made before keep_frames was recorded: what its last shard did counts
+    with IndexWriter(old, bundle=None, manifest_sha256="a" * 64, embed_dim=16, encoder={"mode": "exact"}) as w:
+        e = unit(np.random.default_rng(8), 1, 16)
+        w.append(e, [{"path": "a"}], frames=e[:, None])
+    with pytest.raises(VlrtError, match="resume with the same options"):
+        resume(old, False)
+    resume(old, True).close()
+    assert json.loads((old / "index.json").read_text())["encoder"] == {"mode": "exact", "keep_frames": True}
+    empty = tmp_path / "empty"
+    IndexWriter(empty, bundle=None, manifest_sha256="a" * 64, embed_dim=16, encoder={"mode": "exact"}).close()
+    resume(empty, False).close()  # no rows yet: either is consistent
+
+
+def test_a_file_that_now_fails_keeps_its_error_line(tmp_path):
+    e = unit(np.random.default_rng(9), 2, 16)
+    with writer(tmp_path) as w:
+        w.append(e[:1], [{"path": "/v/a.mp4"}])
+        w.report_error("/v/a.mp4", "a.mp4: permission denied: cannot read it", given="a.mp4")
+        assert w.save_errors() == 1  # its older embedding stays, and so does the error
+    with writer(tmp_path) as w:
+        assert list(w.errors) == ["/v/a.mp4"] and w.done_paths() == {"/v/a.mp4"}
+        w.clear_errors(["/v/a.mp4"])  # found readable and unchanged
+        assert w.save_errors() == 0
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", "{}"])
+def test_a_damaged_index_json_is_named(tmp_path, text):
+    writer(tmp_path).close()
+    (tmp_path / "index.json").write_text(text)
+    for attempt in (lambda: Index.open(tmp_path), lambda: writer(tmp_path)):
+        with pytest.raises(VlrtError, match=rf"^{tmp_path / 'index.json'}: (cannot read|not a vlrt index record)"):
+            attempt()
+
+
+def test_an_impossible_index_directory_is_named(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(VlrtError, match=rf"^{tmp_path / 'file'}: not a directory"):
+        writer(tmp_path / "file")
+    with pytest.raises(VlrtError, match=rf"^{tmp_path / 'file' / 'idx'}: cannot make the index directory: not a directory$"):
+        writer(tmp_path / "file" / "idx")

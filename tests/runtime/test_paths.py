@@ -4,8 +4,7 @@ import os
 import pytest
 
 from vlrt.constants import MEDIA_SUFFIXES
-from vlrt.errors import VlrtError
-from vlrt.runtime.paths import VIDEO_SUFFIXES, check_file, expand_paths
+from vlrt.runtime.paths import VIDEO_SUFFIXES, expand_paths
 
 
 @pytest.fixture
@@ -73,12 +72,6 @@ def test_unreadable_file(tree):
                     "capability and checks this through `vlrt embed`")
     assert [r.reason for r in expand_paths(["secret.mp4"]).rejected] == [
         "secret.mp4: permission denied: cannot read it"]
-
-
-def test_check_file_raises_vlrt_error(tree):
-    with pytest.raises(VlrtError, match=r"^pipe.mp4: not a regular file: a named pipe \(FIFO\)$"):
-        check_file("pipe.mp4")
-    assert check_file("clip.mov").st_size == 10
 
 
 def test_one_list_of_suffixes():

@@ -156,9 +156,9 @@ def write_index(dest: Path, bundle: Path, rt, paths: list[str]):
 
     from vlrt import Index
 
-    index = Index.create(dest, bundle, backend=rt.backend, precision=rt.precision,
-                         engine=rt.engine.key if rt.engine else None)
-    summary = index.add(paths, batch_size=16)
+    with Index.create(dest, bundle, backend=rt.backend, precision=rt.precision,
+                      engine=rt.engine.key if rt.engine else None) as index:
+        summary = index.add(paths, batch_size=16)
     if summary.failed:
         raise VlrtError(f"{len(summary.failed)} clips failed to embed; first: {summary.failed[0]['error']}")
     done = Index.open(dest)

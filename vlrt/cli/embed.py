@@ -52,13 +52,13 @@ def run(args: argparse.Namespace) -> int:
     from vlrt.runtime.index import Index
 
     stages(f"loading bundle {args.bundle} ...")
-    index = Index.create(args.output, args.bundle, backend=args.backend, precision=args.precision,
-                         engine=args.engine, token_merge=args.token_merge, skip_similar=args.skip_similar,
-                         mode=args.mode, keep_frames=args.keep_frames)
-    line = index.runtime().engine_line()
-    stages(f"encoding with {line}; finding files ...")
-    summary = index.add(args.paths, batch_size=args.batch_size, workers=args.workers, shard_size=args.shard_size,
-                        progress=_Reporter(quiet=args.json))
+    with Index.create(args.output, args.bundle, backend=args.backend, precision=args.precision,
+                      engine=args.engine, token_merge=args.token_merge, skip_similar=args.skip_similar,
+                      mode=args.mode, keep_frames=args.keep_frames) as index:
+        line = index.runtime().engine_line()
+        stages(f"encoding with {line}; finding files ...")
+        summary = index.add(args.paths, batch_size=args.batch_size, workers=args.workers,
+                            shard_size=args.shard_size, progress=_Reporter(quiet=args.json))
     out = summary.as_dict()
     if summary.failed and not summary.embedded and not summary.already_indexed:
         message = f"every one of {len(summary.failed)} files failed; first: {summary.failed[0]['error']}"
@@ -107,9 +107,9 @@ def _prune(args: argparse.Namespace, stages: Stages) -> int:
     if args.paths:
         raise VlrtError("--prune embeds nothing, so it takes no paths; run without --prune to embed them")
     stages(f"opening index {args.output} ...")
-    index = Index.open(args.output, bundle=args.bundle)
-    index.bundle_path()  # the bundle named must be the index's: refuses another model's index
-    dropped = index.prune()
+    with Index.open(args.output, bundle=args.bundle) as index:
+        index.bundle_path()  # the bundle named must be the index's: refuses another model's index
+        dropped = index.prune()
     if args.json:
         print_json({"index": args.output, "dropped": dropped, "total_in_index": len(index)})
     else:

@@ -4,8 +4,12 @@ Paths -> checked files (vlrt.runtime.paths) -> decode, sample, preprocess, encod
 overlapping encoding (vlrt.runtime.pipeline) -> committed shards (vlrt.runtime.index). A file
 already embedded is skipped unless its size or mtime changed, then it is embedded again; rows of
 deleted files are dropped; every bad path is reported by the name it was given, with the reason,
-and the run goes on. Nothing here prints: progress goes to a callback, the outcome to an
-`EmbedSummary`.
+and the run goes on. errors.jsonl lists each file whose latest attempt failed, whether or not an
+older embedding of it is still in the index: a changed file that no longer decodes loses its row,
+but a file that can no longer be read (permissions, replaced by a pipe) keeps its older embedding
+until it embeds again or is deleted. A file leaves errors.jsonl when it embeds, or when a run
+finds it readable and unchanged since it embedded. Nothing here prints: progress goes to a
+callback, the outcome to an `EmbedSummary`.
 """
 from __future__ import annotations
 
@@ -128,10 +132,10 @@ class _Run:
         self.drops.clear()
 
 
-def _plan(sources: list[Source], live: dict[str, Any]) -> tuple[list[Source], int]:
-    """(files to embed: new or changed, count of files embedded before and unchanged)."""
+def _plan(sources: list[Source], live: dict[str, Any]) -> tuple[list[Source], list[str]]:
+    """(files to embed: new or changed, paths of files embedded before and unchanged)."""
     todo = [s for s in sources if s.path not in live or _changed(live[s.path], s)]
-    return todo, len(sources) - len(todo)
+    return todo, [s.path for s in sources if s.path in live and not _changed(live[s.path], s)]
 
 
 def embed_into(writer: IndexWriter, runtime: Any, specs: Iterable[str], *, mode: str = "exact",
@@ -145,7 +149,8 @@ def embed_into(writer: IndexWriter, runtime: Any, specs: Iterable[str], *, mode:
     found = expand_paths(specs)
     dropped = drop_deleted(writer)
     live = {path: row for path, (_, _, row) in writer.scan().live.items()}
-    todo, already = _plan(found.sources, live)
+    todo, unchanged = _plan(found.sources, live)
+    writer.clear_errors(unchanged)  # readable again, and their embedding is current
     run = _Run(writer, keep_frames=keep_frames, shard_size=shard_size, total=len(todo) + len(found.rejected),
                progress=progress, live=live)
     run.notify()
@@ -165,7 +170,7 @@ def embed_into(writer: IndexWriter, runtime: Any, specs: Iterable[str], *, mode:
     run.flush()
     writer.save_errors()
     summary = EmbedSummary(index=str(writer.root), embedded=run.committed, replaced=run.replaced,
-                           already_indexed=already, dropped=dropped, failed=run.failed,
+                           already_indexed=len(unchanged), dropped=dropped, failed=run.failed,
                            total_in_index=writer.build_faiss(), seconds=time.perf_counter() - t0,
                            engine=runtime.engine_info)
     if before is not None:

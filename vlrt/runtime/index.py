@@ -8,23 +8,27 @@ Layout of an index directory:
     shards/NNNNNN.jsonl       one JSON line per row: path, file size and mtime, frames used, and what
                               the decoder saw; and {"drop": path} lines, which remove that path's
                               rows in earlier shards
-    errors.jsonl              one line per file that failed and has not been embedded since
+    errors.jsonl              one line per file whose latest attempt failed
     faiss.index               inner-product index over the live rows, for other tools
+    .lock                     flock'd by the one writer (its pid inside); readers take no lock
 
 A shard's .jsonl is written last, by rename: a shard without it is an interrupted write and is
 discarded on open, so a killed job loses at most the shard in flight. A path's live row is its
 last row, unless a later shard drops it: replacing a row appends the new one, so an interrupted
 run never shows a path twice and never loses the old row before the new one is committed.
 `compact` rewrites the live rows into one shard, then deletes the old shards oldest first; a crash
-at any point leaves the same live rows.
+at any point leaves the same live rows. A reader that lists the shards while a compaction
+deletes them lists them again.
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
+import fcntl
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,7 @@ INDEX_VERSION = 2  # 2: relative bundle path, engine record, file size/mtime per
 SHARD = re.compile(r"^(\d{6})\.jsonl$")
 INDEX_META = "index.json"
 ERRORS = "errors.jsonl"
+LOCK = ".lock"
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -50,6 +55,25 @@ def _atomic_write(path: Path, write) -> None:
 
 def _write_json(path: Path, data: Any) -> None:
     _atomic_write(path, lambda fh: fh.write(json.dumps(data, indent=2).encode()))
+
+
+def _os_reason(exc: OSError) -> str:
+    return (exc.strerror or str(exc)).lower()
+
+
+def read_meta(root: Path) -> dict[str, Any]:
+    """index.json, or VlrtError naming it when it is not a vlrt index record."""
+    path = Path(root) / INDEX_META
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = _os_reason(exc) if isinstance(exc, OSError) else f"not valid JSON ({exc})"
+        raise VlrtError(f"{path}: cannot read this index's record: {reason}; restore it, or embed into a new "
+                        "output directory") from None
+    if not isinstance(meta, dict) or not {"bundle_manifest_sha256", "embed_dim"} <= meta.keys():
+        raise VlrtError(f"{path}: not a vlrt index record (no bundle_manifest_sha256 or embed_dim); restore it, "
+                        "or embed into a new output directory")
+    return meta
 
 
 def _describe(encoder: dict[str, Any]) -> str:
@@ -105,16 +129,25 @@ def scan(root: Path) -> Scan:
     return Scan(stems, live, counts)
 
 
-def iter_rows(root: Path) -> Iterator[dict[str, Any]]:
-    """The live rows, in shard order."""
-    return (row for _, _, row in scan(root).ordered())
-
-
 def load_shards(root: Path, *, frames: bool = False) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """(live embeddings (n, D), their rows), in shard order; with frames=True the per-frame
-    embeddings (n, T, D) instead of the video embeddings (every shard must have them)."""
+    embeddings (n, T, D) instead of the video embeddings (every shard must have them).
+    Readers take no lock: a shard deleted by a compaction between listing and reading it means
+    the listing is out of date, so it is read once more, and then VlrtError."""
+    try:
+        return _load_shards(Path(root), frames)
+    except FileNotFoundError:
+        pass
+    try:
+        return _load_shards(Path(root), frames)
+    except FileNotFoundError as exc:
+        raise VlrtError(f"{root}: the index changed while it was being read ({exc.filename} vanished; another "
+                        "process is writing it); try again") from None
+
+
+def _load_shards(root: Path, frames: bool) -> tuple[np.ndarray, list[dict[str, Any]]]:
     s = scan(root)
-    dim = int(json.loads((root / INDEX_META).read_text())["embed_dim"])
+    dim = int(read_meta(root)["embed_dim"])
     picks: dict[int, list[int]] = {}
     rows = []
     for i, j, row in s.ordered():
@@ -135,8 +168,54 @@ def load_shards(root: Path, *, frames: bool = False) -> tuple[np.ndarray, list[d
     return emb, rows
 
 
+class _WriterLock:
+    """An exclusive flock on INDEX/.lock, held while one writer lives: two writers would number
+    their shards alike, and each would discard the other's shard in flight as interrupted. The
+    lock goes with the open file, so it is released when the writer closes or is collected, and
+    by the system when the process ends, however it ends."""
+
+    def __init__(self, root: Path) -> None:
+        self.fd: int | None = None
+        try:
+            fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise VlrtError(f"{root}: cannot write to this index: {_os_reason(exc)}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise VlrtError(f"{root}: cannot lock this index for writing: {_os_reason(exc)}") from None
+            if holder == str(os.getpid()):
+                raise VlrtError(f"{root} is being written by another Index or IndexWriter in this process; "
+                                "close it first") from None
+            raise VlrtError(f"{root} is being written by another process (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # for the message a second writer gets
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    __del__ = release
+
+
+def _make_dirs(root: Path) -> None:
+    """The index directory and its shards/, or VlrtError naming the directory."""
+    if root.exists() and not root.is_dir():
+        raise VlrtError(f"{root}: not a directory, so it cannot hold an index; give a new or existing directory")
+    try:
+        (root / "shards").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VlrtError(f"{root}: cannot make the index directory: {_os_reason(exc)}") from None
+
+
 class IndexWriter:
-    """Appends shards to an index directory; reopening continues where the last run stopped."""
+    """Appends shards to an index directory; reopening continues where the last run stopped. One
+    writer at a time: it holds the index's lock until `close()` (or until it is collected)."""
 
     def __init__(self, root: str | Path, *, bundle: str | Path | None, manifest_sha256: str, embed_dim: int,
                  encoder: dict[str, Any] | None = None, engine: dict[str, Any] | None = None) -> None:
@@ -146,33 +225,56 @@ class IndexWriter:
         the recorded bundle path (an existing index)."""
         self.root = Path(root)
         self.shards = self.root / "shards"
-        self.shards.mkdir(parents=True, exist_ok=True)
+        _make_dirs(self.root)
+        self._lock = _WriterLock(self.root)  # before anything is written or discarded
         meta = {"version": INDEX_VERSION, "bundle_manifest_sha256": manifest_sha256, "embed_dim": embed_dim}
         if bundle is not None:
             meta.update(bundle_record(self.root, bundle))
         meta.update({k: v for k, v in (("encoder", encoder), ("engine", engine)) if v is not None})
-        self.meta = self._check_or_write_meta(meta)
+        try:
+            self.meta = self._check_or_write_meta(meta)
+        except BaseException:
+            self.close()  # a refused writer must not keep the index locked while its traceback lives
+            raise
         self._discard_partial()
         self.next_shard = 1 + max((int(s) for s in _stems(self.root)), default=-1)
         self.errors = read_errors(self.root)
+
+    def close(self) -> None:
+        """Release the index's lock; this writer writes no more."""
+        self._lock.release()
+
+    def __enter__(self) -> "IndexWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _check_or_write_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
         path = self.root / INDEX_META
         if not path.is_file():
             _write_json(path, meta)
             return meta
-        old = json.loads(path.read_text())
+        old = read_meta(self.root)
         if old.get("bundle_manifest_sha256") != meta["bundle_manifest_sha256"]:
             raise VlrtError(f"{self.root}: this index was built with another bundle ({old.get('bundle')}); "
                             "embeddings from two models cannot share an index — use a new output directory")
-        if "encoder" in old and "encoder" in meta and old["encoder"] != meta["encoder"]:
-            raise VlrtError(f"{self.root}: this index was embedded with {_describe(old['encoder'])}, not "
-                            f"{_describe(meta['encoder'])}; resume with the same options, or use a new output "
-                            "directory")
+        if "encoder" in old and "encoder" in meta:
+            recorded = dict(old["encoder"])
+            if "keep_frames" in meta["encoder"] and "keep_frames" not in recorded:  # an index made before it was
+                recorded["keep_frames"] = kept_frames(self.root, old, default=meta["encoder"]["keep_frames"])
+            if recorded != meta["encoder"]:
+                raise VlrtError(f"{self.root}: this index was embedded with {_describe(recorded)}, not "
+                                f"{_describe(meta['encoder'])}; resume with the same options, or use a new "
+                                "output directory")
         new = {**old, **meta}  # records where the bundle is now, and fills in what older versions lacked
         if new != old:
             _write_json(path, new)
         return new
+
+    def _check_open(self) -> None:
+        if self._lock.fd is None:
+            raise VlrtError(f"{self.root}: this IndexWriter is closed")
 
     def _discard_partial(self) -> None:
         complete = set(_stems(self.root))
@@ -190,6 +292,7 @@ class IndexWriter:
                *, drop: Iterable[str] = ()) -> None:
         """Commit one shard: `rows` with their embeddings, and the removal of every earlier row of
         the paths in `drop`, together (one rename)."""
+        self._check_open()
         drop = list(drop)
         if len(embeddings) != len(rows):
             raise ValueError("one metadata row per embedding")
@@ -205,23 +308,30 @@ class IndexWriter:
         data = "".join(line + "\n" for line in lines).encode()
         _atomic_write(self.shards / f"{stem}.jsonl", lambda fh: fh.write(data))  # commits the shard
         self.next_shard += 1
+        self.clear_errors(r["path"] for r in rows)
 
     def drop(self, paths: Iterable[str]) -> None:
         """Remove the rows of `paths` (one committed shard of drop lines)."""
         self.append(np.zeros((0, int(self.meta["embed_dim"])), np.float32), [], drop=paths)
 
     def report_error(self, path: str, reason: str, *, given: str | None = None) -> None:
-        """Record that `path` failed. Appended at once (visible during a long run); `save_errors`
-        leaves one line per failing file."""
+        """Record that `path` failed, whether or not an older embedding of it is in the index.
+        Appended at once (visible during a long run); `save_errors` leaves one line per file."""
+        self._check_open()
         entry = {"path": path, "error": reason, **({"given": given} if given and given != path else {})}
         self.errors[path] = entry
         with open(self.root / ERRORS, "a") as fh:
             fh.write(json.dumps(entry) + "\n")
 
+    def clear_errors(self, paths: Iterable[str]) -> None:
+        """Forget the errors of files that embedded, or were found unchanged since they embedded."""
+        for path in paths:
+            self.errors.pop(path, None)
+
     def save_errors(self) -> int:
-        """Rewrite errors.jsonl: the latest error of each file not embedded since. Returns the count."""
-        live = self.done_paths()
-        self.errors = {p: e for p, e in self.errors.items() if p not in live}
+        """Rewrite errors.jsonl: the latest error of each file whose latest attempt failed (see
+        `report_error`, `clear_errors`). Returns the count."""
+        self._check_open()
         data = "".join(json.dumps(e) + "\n" for e in self.errors.values()).encode()
         _atomic_write(self.root / ERRORS, lambda fh: fh.write(data))
         return len(self.errors)
@@ -230,6 +340,7 @@ class IndexWriter:
         """(Re)build faiss.index over the live rows; returns their count."""
         import faiss
 
+        self._check_open()
         emb, _ = load_shards(self.root)
         index = faiss.IndexFlatIP(emb.shape[1])
         index.add(emb)
@@ -240,7 +351,9 @@ class IndexWriter:
 
     def compact(self) -> bool:
         """Rewrite the live rows into one new shard and delete the old shards. False (nothing
-        done) when no row is dead, or when only some shards kept per-frame embeddings."""
+        done) when no row is dead, or when only some shards kept per-frame embeddings (indexes
+        made before keep_frames was a recorded option)."""
+        self._check_open()
         s = self.scan()
         if not s.dead:
             return False
@@ -255,6 +368,17 @@ class IndexWriter:
             for suffix in (".jsonl", ".npy", ".frames.npy"):  # un-commit first
                 (self.shards / f"{stem}{suffix}").unlink(missing_ok=True)
         return True
+
+
+def kept_frames(root: Path, meta: dict[str, Any], *, default: bool = False) -> bool:
+    """Whether the index keeps per-frame embeddings: a recorded encoder option; an index made
+    before it was recorded keeps them if its last shard with rows did (`default` when none has)."""
+    encoder = meta.get("encoder") or {}
+    if "keep_frames" in encoder:
+        return bool(encoder["keep_frames"])
+    s = scan(root)
+    filled = [stem for stem, n in zip(s.stems, s.counts) if n]
+    return (root / "shards" / f"{filled[-1]}.frames.npy").is_file() if filled else default
 
 
 def read_errors(root: Path) -> dict[str, dict[str, Any]]:
@@ -313,6 +437,7 @@ def _bundle_state(path: Path, sha: str) -> str:
 
 
 ProgressCallback = Callable[[Any], None]
+_NO_ARGS = (None, None, None, None)  # Index.runtime(): the engine the videos were embedded with
 
 
 class Index:
@@ -321,6 +446,10 @@ class Index:
     `Index.open(dir)` reads an index; `Index.create(dir, bundle, ...)` makes one (or reopens it
     to add more, with the same model and options). Queries are encoded by the engine the videos
     were embedded with (recorded in index.json). Nothing here prints.
+
+    Reading takes no lock. Writing (`create`, `add`, `prune`, `compact`) holds the index's write
+    lock until `close()` (or `with Index.create(...) as index:`, or until the Index is collected):
+    a second writer, in this process or another, gets VlrtError.
     """
 
     def __init__(self, root: Path, meta: dict[str, Any], embeddings: np.ndarray | None = None,
@@ -330,9 +459,23 @@ class Index:
         self._data = (embeddings, rows) if embeddings is not None and rows is not None else None
         self._bundle_override = bundle
         self._faiss = None
-        self._runtime = None
+        self._runtime = None  # encodes queries
+        self._runtime_args: tuple[Any, ...] = _NO_ARGS  # what `runtime()` loaded it with
+        self._add_runtime = None  # encodes videos, with the recorded options
         self._writer: IndexWriter | None = None
         self._embed_options: dict[str, Any] = {}
+
+    def close(self) -> None:
+        """Release the write lock, if this Index holds it; a later `add` takes it again."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @classmethod
     def open(cls, path: str | Path, *, bundle: str | Path | None = None) -> "Index":
@@ -342,7 +485,7 @@ class Index:
         meta_path = root / INDEX_META
         if not meta_path.is_file():
             raise VlrtError(f"{root}: not a vlrt index (no {INDEX_META}); make one with `vlrt embed`")
-        meta = json.loads(meta_path.read_text())
+        meta = read_meta(root)
         emb, rows = load_shards(root)
         return cls(root, meta, emb, rows, bundle=bundle)
 
@@ -360,11 +503,12 @@ class Index:
         rt = Runtime.load(bundle, backend=backend, precision=precision, engine=engine, token_merge=token_merge,
                           skip_similar=skip_similar, threads=threads)
         info = rt.engine_info
-        encoder = {"engine": info["engine"], "skip_similar": skip_similar, "mode": mode}
+        encoder = {"engine": info["engine"], "skip_similar": skip_similar, "mode": mode, "keep_frames": keep_frames}
         writer = IndexWriter(path, bundle=bundle, manifest_sha256=sha256_file(Path(bundle) / MANIFEST),
                              embed_dim=rt.embed_dim, encoder=encoder, engine=info)
         index = cls(Path(path), writer.meta, bundle=bundle)  # rows load when first used
-        index._runtime, index._writer = rt, writer
+        index._runtime = index._add_runtime = rt
+        index._runtime_args, index._writer = (backend, precision, engine, threads), writer
         index._embed_options = {"mode": mode, "keep_frames": keep_frames}
         return index
 
@@ -404,28 +548,37 @@ class Index:
 
     def runtime(self, *, backend: str | None = None, precision: str | None = None, engine: str | None = None,
                 threads: int | None = None):
-        """The Runtime queries are encoded with (loaded once). By default the engine the videos
-        were embedded with; `precision`, `engine` or another `backend` choose another."""
+        """The Runtime queries are encoded with, loaded by the first call (or by `create`). By
+        default the engine the videos were embedded with; `precision`, `engine` or another
+        `backend` choose another. Later calls without arguments, or with the same ones, return
+        it; other arguments are refused (VlrtError), since `search` encodes with this one."""
+        args = (backend, precision, engine, threads)
         if self._runtime is None:
-            from vlrt.runtime.runtime import Runtime
-
-            bundle = self.bundle_path()
-            recorded = self.engine["engine"]
-            if precision is None and engine is None and recorded is not None:
-                # the recorded engine, unless another backend is asked for (it runs on its own backend)
-                own = self._engine_backend(bundle)
-                if backend in (None, own):
-                    engine, backend = recorded, own
-            try:
-                self._runtime = Runtime.load(bundle, backend=backend, precision=precision, engine=engine,
-                                             threads=threads)
-            except VlrtError as exc:
-                if engine is None or engine != self.engine["engine"]:
-                    raise
-                raise VlrtError(f"{exc} — the index was embedded with engine {engine}, and queries are encoded "
-                                "by the same engine; build it here, or query through the bundle's fp32 graphs "
-                                "(`vlrt search ... --precision fp32`, Index.runtime(precision='fp32'))") from None
+            self._runtime, self._runtime_args = self._load_runtime(*args), args
+        elif args not in (_NO_ARGS, self._runtime_args):
+            given = ", ".join(f"{k}={v}" for k, v in zip(("backend", "precision", "engine", "threads"), args))
+            raise VlrtError(f"{self.root}: this Index already encodes queries with {self._runtime.engine_line()}, "
+                            f"not as asked ({given}); open the index again for another runtime")
         return self._runtime
+
+    def _load_runtime(self, backend: str | None, precision: str | None, engine: str | None, threads: int | None):
+        from vlrt.runtime.runtime import Runtime
+
+        bundle = self.bundle_path()
+        recorded = self.engine["engine"]
+        if precision is None and engine is None and recorded is not None:
+            # the recorded engine, unless another backend is asked for (it runs on its own backend)
+            own = self._engine_backend(bundle)
+            if backend in (None, own):
+                engine, backend = recorded, own
+        try:
+            return Runtime.load(bundle, backend=backend, precision=precision, engine=engine, threads=threads)
+        except VlrtError as exc:
+            if engine is None or engine != self.engine["engine"]:
+                raise
+            raise VlrtError(f"{exc} — the index was embedded with engine {engine}, and queries are encoded "
+                            "by the same engine; build it here, or query through the bundle's fp32 graphs "
+                            "(`vlrt search ... --precision fp32`, Index.runtime(precision='fp32'))") from None
 
     def _engine_backend(self, bundle: Path) -> str | None:
         """The backend of the recorded engine (older indexes: read from the engine's own manifest)."""
@@ -499,23 +652,22 @@ class Index:
         return self._writer
 
     def _runtime_for_add(self):
-        """An opened index adds with the recorded engine, frame skipping and preprocessing mode."""
-        if self._runtime is None or not self._embed_options:
+        """An opened index adds with the recorded engine, frame skipping, preprocessing mode and
+        per-frame embeddings."""
+        if self._add_runtime is None:
             from vlrt.runtime.runtime import Runtime
 
             encoder = self.meta.get("encoder") or {}
             bundle = self.bundle_path()
             key = self.engine["engine"]
-            self._runtime = Runtime.load(bundle, backend=self._engine_backend(bundle) if key else None, engine=key,
-                                         skip_similar=encoder.get("skip_similar"))
-            # per-frame embeddings are kept when the last run kept them
-            s = scan(self.root)
-            filled = [stem for stem, n in zip(s.stems, s.counts) if n]
-            keep = bool(filled) and (self.root / "shards" / f"{filled[-1]}.frames.npy").is_file()
-            self._embed_options = {"mode": encoder.get("mode", "exact"), "keep_frames": keep}
-        return self._runtime
+            self._add_runtime = Runtime.load(bundle, backend=self._engine_backend(bundle) if key else None,
+                                             engine=key, skip_similar=encoder.get("skip_similar"))
+            self._embed_options = {"mode": encoder.get("mode", "exact"), "keep_frames": kept_frames(self.root, self.meta)}
+            if self._runtime is None:  # the same engine encodes queries by default: no second load
+                self._runtime = self._add_runtime
+        return self._add_runtime
 
     def _reload(self) -> None:
-        self.meta = json.loads((self.root / INDEX_META).read_text())
+        self.meta = read_meta(self.root)
         self._data = None
         self._faiss = None

@@ -16,9 +16,8 @@ import stat
 from collections.abc import Iterable
 
 from vlrt.constants import MEDIA_SUFFIXES, VIDEO_SUFFIXES
-from vlrt.errors import VlrtError
 
-__all__ = ["MEDIA_SUFFIXES", "VIDEO_SUFFIXES", "Expansion", "Rejected", "Source", "expand_paths", "check_file"]
+__all__ = ["MEDIA_SUFFIXES", "VIDEO_SUFFIXES", "Expansion", "Rejected", "Source", "expand_paths"]
 
 _SOME_SUFFIXES = ", ".join((".mp4", ".mkv", ".mov", ".webm", ".avi", ".jpg", ".png"))  # for messages
 _KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
@@ -54,16 +53,9 @@ class _Refused(Exception):
     """A path that is not an embeddable file; the message is the reason."""
 
 
-def check_file(given: str) -> os.stat_result:
-    """The stat of `given` when it is a directory or a regular file this process can read;
-    otherwise VlrtError("given: reason"). Never follows a loop, never opens a FIFO."""
-    try:
-        return _check(given)
-    except _Refused as exc:
-        raise VlrtError(f"{given}: {exc}") from None
-
-
 def _check(given: str) -> os.stat_result:
+    """The stat of `given` when it is a directory or a regular file this process can read;
+    otherwise _Refused(reason). Never follows a loop, never opens a FIFO."""
     try:
         st = os.stat(given)
     except FileNotFoundError:
