@@ -7,6 +7,7 @@ stand-in (which proves the wiring, not TensorRT). Marked `tensorrt`: building an
 plans; those skip where `import tensorrt` fails or no CUDA device exists, and fail instead of
 skipping when VLRT_REQUIRE_TENSORRT=1 (set it on a machine that is meant to have TensorRT).
 """
+import inspect
 import json
 import os
 import shutil
@@ -110,11 +111,24 @@ def test_profiles_come_from_the_manifest(bundles):
                      "frame_mask": ((1, 1), (8, 4), (8, 4))}
     text = profile_shapes(manifest, "text", max_batch=16, opt_batch=4)
     assert text == {"input_ids": ((1, 32), (4, 32), (16, 32))}  # words fixed at max_words
-    assert profile_shapes(manifest, "text")["input_ids"] == ((1, 32), (1, 32), (64, 32))
+    assert profile_shapes(manifest, "text")["input_ids"] == ((1, 32), (64, 32), (64, 32))
     bad = json.loads(json.dumps(manifest))
     bad["graphs"]["video"]["inputs"]["pixels"][1] = "clips"
     with pytest.raises(VlrtError, match=r"axis 'clips' with no known range"):
         profile_shapes(bad, "video")
+
+
+def test_profile_batches_are_the_batches_the_runtime_feeds():
+    """TensorRT tunes kernels for the profile's opt shape: it must be the batch Runtime sends."""
+    from vlrt.runtime.backends.trt import MAX_BATCH, OPT_BATCH
+
+    def default(method):
+        return inspect.signature(method).parameters["batch_size"].default
+
+    assert OPT_BATCH == {"video": default(Runtime.encode_frames), "text": default(Runtime.encode_text)}
+    assert default(Runtime.encode_videos) == OPT_BATCH["video"]
+    # a full batch of the runtime's is one engine call, not split by the runner
+    assert all(MAX_BATCH[g] >= OPT_BATCH[g] for g in OPT_BATCH)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -394,6 +408,10 @@ def test_tensorrt_plans_match_ort_cpu(bundles, tmp_path, head, precision, thresh
     messages = []
     result = build_engine(copy, backend="tensorrt", precision=precision, progress=messages.append)
     assert any(msg.startswith("TensorRT: ") and "steps" in msg for msg in messages), messages
+    for name, entry in result.manifest["graphs"].items():  # the engine inspector read the built plan
+        attention = entry["tensorrt"]["attention"]
+        assert "error" not in attention and attention["verbosity"] == "detailed", (name, attention)
+        print(name, precision, json.dumps(attention))  # -rA shows whether attention fused
     assert result.manifest["validation"]["min_cosine"] >= 0.99
     rt, ref = Runtime.load(copy, backend="tensorrt", precision=precision), Runtime.load(copy, backend="ort-cpu")
     pixels, mask = _frames(np.random.default_rng(0))
@@ -424,6 +442,7 @@ def test_tensorrt_int8_plan_and_timing_cache(bundles, tmp_path):
     assert info["layers"]["dequantize"] > 0 and int8.manifest["options"]["activations"] == "int8 symmetric"
     fp16 = build_engine(copy, backend="tensorrt", precision="fp16")  # a second build reuses the timing cache
     assert fp16.manifest["graphs"]["video"]["tensorrt"]["timing_cache"]["reused"] is True
+    assert fp16.manifest["graphs"]["video"]["tensorrt"]["timing_cache"]["discarded"] is None
     rt, ref = Runtime.load(copy, backend="tensorrt", precision="int8"), Runtime.load(copy, backend="ort-cpu")
     pixels, mask = _frames(np.random.default_rng(1))
     assert _cos(rt.encode_frames(pixels, mask), ref.encode_frames(pixels, mask)).min() >= 0.99

@@ -6,6 +6,8 @@ that need them, and a missing one raises VlrtError saying to `pip install 'vlrt[
     profiles.py       optimization-profile shapes (batch, frames, words) from the bundle manifest
     builder.py        build_plan(): ONNX -> strongly typed network -> plan (timing cache, progress, plugins)
     runner.py         PlanFromFile (loader) and TrtRunner (OrtRunner's interface, cuda-python buffers)
+    plugins.py        plugin libraries, loaded into TensorRT's registry once per process
+    inspect.py        a built engine's layers (engine inspector): was attention fused?
     deps.py           the lazy imports, require_tensorrt(), gpu_fingerprint()
     supported_ops.py  TensorRT's documented ONNX operator support and check_model()
     engine.py         the build hook: TensorRT options, plans from the passed graphs, timing cache

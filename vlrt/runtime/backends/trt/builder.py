@@ -3,7 +3,8 @@
 Written against the TensorRT 10.x Python API (names checked against the bindings of 10.13 and
 11.4; 11.x keeps them): `Builder`, `create_network` with the STRONGLY_TYPED flag (11.x ignores
 it: every network is strongly typed there), `OnnxParser.parse_from_file`, an optimization
-profile per input, the timing cache, an `IProgressMonitor`, `build_serialized_network`.
+profile per input, the timing cache, an `IProgressMonitor`, `build_serialized_network`, and
+the engine inspector on the result (whether attention was fused, inspect.py).
 
 Strongly typed means TensorRT computes every tensor in the type the ONNX graph gives it: FP16
 comes from the fp16 graph (`vlrt.build.passes.Fp16Graph`), INT8 from explicit Q/DQ nodes
@@ -24,6 +25,7 @@ from typing import Any, Literal
 
 from vlrt.errors import VlrtError
 from vlrt.runtime.backends.trt.deps import import_tensorrt
+from vlrt.runtime.backends.trt.plugins import load_plugins
 from vlrt.runtime.backends.trt.profiles import Profile, to_json
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,8 @@ def build_plan(
     workspace_mib: int | None = DEFAULT_WORKSPACE_MIB,
 ) -> dict[str, Any]:
     """Parse `onnx_path`, build for this GPU, write the plan to `plan_path`; returns what was built
-    (TensorRT version, profile, layer counts, seconds) for engine.json."""
+    (TensorRT version, profile, layer counts, timing-cache use, attention fusion, seconds) for
+    engine.json."""
     trt = import_tensorrt()
     t0 = time.perf_counter()
     logger = make_logger(trt)
@@ -55,15 +58,8 @@ def build_plan(
     if not parser.parse_from_file(str(onnx_path)):
         raise VlrtError(f"{onnx_path}: TensorRT's ONNX parser failed: {parser_errors(parser)}")
     layers = _check_network(trt, network, profiles, precision, onnx_path)
-    config = builder.create_builder_config()
-    config.clear_flag(trt.BuilderFlag.TF32)
-    if workspace_mib:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
-    profile = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in profiles.items():
-        profile.set_shape(name, lo, opt, hi)
-    config.add_optimization_profile(profile)
-    cache_loaded = _load_timing_cache(config, timing_cache)
+    config = _builder_config(trt, builder, profiles, workspace_mib)
+    cache = _load_timing_cache(config, timing_cache)
     monitor = progress_monitor(trt, progress)
     config.progress_monitor = monitor  # kept referenced until the build returns
     serialized = builder.build_serialized_network(network, config)
@@ -73,9 +69,42 @@ def build_plan(
     if timing_cache is not None:
         _write_atomic(Path(timing_cache), memoryview(config.get_timing_cache().serialize()))
     return {"tensorrt": str(trt.__version__), "precision": precision, "profile": to_json(profiles),
-            "layers": layers, "timing_cache": {"path": str(timing_cache) if timing_cache else None,
-                                               "reused": cache_loaded},
+            "layers": layers, "timing_cache": {"path": str(timing_cache) if timing_cache else None, **cache},
+            "attention": _attention(trt, logger, serialized, layers["softmax"], onnx_path),
             "workspace_mib": workspace_mib, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _builder_config(trt: Any, builder: Any, profiles: Profile, workspace_mib: int | None) -> Any:
+    config = builder.create_builder_config()
+    config.clear_flag(trt.BuilderFlag.TF32)
+    # layer names, types and tactics in the plan, so the engine inspector can tell whether
+    # attention was fused (inspect.py)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if workspace_mib:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
+    profile = builder.create_optimization_profile()
+    for name, (lo, opt, hi) in profiles.items():
+        profile.set_shape(name, lo, opt, hi)
+    config.add_optimization_profile(profile)
+    return config
+
+
+def _attention(trt: Any, logger: Any, serialized: Any, softmax: int, onnx_path: str | Path) -> dict[str, Any]:
+    """The built engine's attention report. The plan is already written: a failure here is
+    recorded and logged rather than failing the build."""
+    # imported here, not at the top: `python -m vlrt.runtime.backends.trt.inspect` must find the
+    # module unimported when the package loads
+    from vlrt.runtime.backends.trt.inspect import attention_report, engine_information
+
+    try:
+        runtime = trt.Runtime(logger)  # kept referenced while the engine is used
+        engine = runtime.deserialize_cuda_engine(serialized)
+        if engine is None:
+            raise VlrtError("the plan just built does not deserialize")
+        return attention_report(engine_information(trt, engine), softmax_in_network=softmax)
+    except Exception as exc:  # TensorRT's bindings raise their own exception types
+        log.warning("%s: could not inspect the built engine: %s", onnx_path, exc)
+        return {"verdict": "unknown", "error": f"{type(exc).__name__}: {exc}", "softmax_in_network": softmax}
 
 
 def parser_errors(parser: Any) -> str:
@@ -104,23 +133,6 @@ def make_logger(trt: Any) -> Any:
             log.log(levels.get(severity, logging.INFO), "TensorRT: %s", msg)
 
     return Logger()
-
-
-def load_plugins(trt: Any, logger: Any, libraries: Sequence[str | Path]) -> list[Any]:
-    """Register NVIDIA's bundled plugins and load each plugin library into the plugin registry
-    that the ONNX parser and `Runtime.deserialize_cuda_engine` look up creators in."""
-    trt.init_libnvinfer_plugins(logger, "")
-    registry = trt.get_plugin_registry()
-    handles = []
-    for lib in libraries:
-        path = Path(lib)
-        if not path.is_file():
-            raise VlrtError(f"TensorRT plugin library {path}: no such file")
-        handle = registry.load_library(str(path))
-        if handle is None:
-            raise VlrtError(f"TensorRT plugin library {path}: TensorRT could not load it")
-        handles.append(handle)
-    return handles
 
 
 def progress_monitor(trt: Any, report: Callable[[str], None]) -> Any:
@@ -168,23 +180,37 @@ def _check_network(trt: Any, network: Any, profiles: Profile, precision: str, on
                         f"(missing {sorted(missing)}, unknown {sorted(extra)})")
     layers = [network.get_layer(i) for i in range(network.num_layers)]
     dq = sum(layer.type == trt.LayerType.DEQUANTIZE for layer in layers)
+    softmax = sum(layer.type == trt.LayerType.SOFTMAX for layer in layers)
     half = sum(layer.get_output(j).dtype == trt.DataType.HALF for layer in layers for j in range(layer.num_outputs))
     if precision == "int8" and not dq:
         raise VlrtError(f"{onnx_path}: an int8 build needs a Q/DQ graph, and this graph has no DequantizeLinear")
     if precision == "fp16" and not half:
         raise VlrtError(f"{onnx_path}: an fp16 build needs the fp16 graph (Fp16Graph), and this graph has no "
                         "fp16 tensor")
-    return {"layers": len(layers), "dequantize": dq, "fp16_outputs": half}
+    return {"layers": len(layers), "dequantize": dq, "fp16_outputs": half, "softmax": softmax}
 
 
-def _load_timing_cache(config: Any, path: str | Path | None) -> bool:
-    """Start from the saved timing cache if there is one; returns whether one was read. Callers
-    name the file per TensorRT version and GPU (vlrt build does), since a cache is only valid for
-    the version and device that timed it; `ignore_mismatch=False` keeps TensorRT checking that."""
+def _load_timing_cache(config: Any, path: str | Path | None) -> dict[str, Any]:
+    """Start from the saved timing cache if there is one; returns whether one was read, and why a
+    saved one was discarded. Callers name the file per TensorRT version and GPU (vlrt build does),
+    since a cache is valid only for the version and device that timed it; `ignore_mismatch=False`
+    keeps TensorRT checking that. An unreadable or mismatched cache costs build time, not the
+    build: it is replaced by a fresh one, which the build then writes over the file."""
     blob = Path(path).read_bytes() if path is not None and Path(path).is_file() else b""
-    cache = config.create_timing_cache(blob)
-    config.set_timing_cache(cache, ignore_mismatch=False)
-    return bool(blob)
+    if blob:
+        try:
+            cache = config.create_timing_cache(blob)
+            accepted = cache is not None and config.set_timing_cache(cache, False)
+            why = "TensorRT refused it (corrupt, or from another TensorRT version or GPU)"
+        except Exception as exc:  # the bindings raise on bytes they cannot parse
+            accepted, why = False, f"{type(exc).__name__}: {exc}"
+        if accepted:
+            return {"reused": True, "discarded": None}
+        log.warning("timing cache %s not used (%s); starting from an empty one", path, why)
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, False):
+        raise VlrtError("TensorRT could not attach an empty timing cache to the builder config")
+    return {"reused": False, "discarded": why if blob else None}
 
 
 def _write_atomic(path: Path, data: memoryview) -> None:

@@ -57,7 +57,7 @@ class TrtEngineBuild:
         """The gate runs what will run: a TensorRT plan on the GPU."""
         from vlrt.runtime.backends import trt
 
-        return trt.TrtRunner(trt.PlanFromFile(path))  # plugin libraries were loaded by the build, in this process
+        return trt.TrtRunner(trt.PlanFromFile(path))  # the build loaded the plugin libraries into this process
 
 
 def timing_cache_path(bundle: Any) -> Path:

@@ -6,8 +6,13 @@ is tuned for the `opt` shape. The manifest declares each input's axes (vlrt/expo
     video  pixels (batch, frames, 3, S, S), frame_mask (batch, frames)
     text   input_ids (batch, words)
 
-batch:  1 .. max_batch; opt = the batch the runtime feeds most (`OPT_BATCH`): full batches of 8
-        clips when embedding videos, one query at a time for text (search latency)
+batch:  1 .. max_batch; opt = the batch the runtime feeds (`OPT_BATCH`), which TensorRT picks its
+        kernels for: `Runtime.encode_frames`' batch_size (8 clips) for video, and
+        `Runtime.encode_text`'s batch_size (64 texts) for text. A search query is one text, but
+        a one-text call is expected to be bound by kernel launches whatever tiles the kernels
+        use, while kernels picked for one text would run a bulk batch of 64 with tiles far too
+        small; so text is tuned for the bulk batch and a query runs in the same profile
+        (unmeasured: `python -m vlrt.runtime.backends.trt.inspect --build-default` times both)
 frames: 1 .. the manifest's max_frames; opt = max_frames (clips are padded to it, with a mask)
 words:  fixed at the manifest's max_words: the tokenizer always pads to it, and a fixed axis
         lets TensorRT pick kernels for exactly that length
@@ -23,7 +28,7 @@ Profile = dict[str, tuple[Shape, Shape, Shape]]  # input name -> (min, opt, max)
 
 # The largest batch an engine accepts; the runner splits larger feeds into chunks of this size.
 MAX_BATCH = {"video": 8, "text": 64}
-OPT_BATCH = {"video": 8, "text": 1}
+OPT_BATCH = {"video": 8, "text": 64}  # the runtime's batch sizes; tests/runtime/test_trt.py checks they agree
 
 
 def profile_shapes(manifest: dict[str, Any], graph: str, *, max_batch: int | None = None,

@@ -4,13 +4,21 @@ TrtRunner has OrtRunner's interface (a context manager with `activate`, `input_n
 `infer(feeds) -> outputs`, NumPy in and out), so `vlrt.Runtime` and the build's validation use
 either without knowing which. GPU memory and streams go through cuda-python's CUDA runtime
 bindings (`cuda.bindings.runtime`), not PyTorch: the runtime never imports torch, and one small
-package is enough for malloc, copies and a stream. Device buffers are allocated once, at the
-profile's largest shapes, when the runner is activated; each `infer` sets the input shapes,
-copies the inputs in, enqueues the engine and copies the outputs back on one stream. Feeds with
-a larger batch than the profile's maximum are run in chunks.
+package is enough for malloc, copies and a stream.
+
+When the runner starts it allocates, once, at the profile's largest shapes: a device buffer and a
+pinned (page-locked, `cudaMallocHost`) host buffer per tensor. `cudaMemcpyAsync` from pageable
+NumPy memory is staged by the driver and synchronous with respect to the host, so the feeds are
+copied into the pinned buffers first and the copies are truly asynchronous on the runner's
+stream. Each `infer` sets the input shapes, copies the inputs in, enqueues the engine, copies the
+outputs back and synchronizes once. Feeds with a larger batch than the profile's maximum are run
+in chunks. Starting, running and closing hold the runner's lock, so threads sharing a runner
+neither start it twice nor free it under a running call; a start that fails part-way frees what
+it had allocated.
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +40,8 @@ class PlanFromFile:
         self.plugins = [dict(p) for p in plugins]  # {"path": ..., "sha256": ... (optional)}
 
     def __call__(self) -> tuple[Any, Any]:
-        from vlrt.runtime.backends.trt.builder import load_plugins, make_logger
+        from vlrt.runtime.backends.trt.builder import make_logger
+        from vlrt.runtime.backends.trt.plugins import load_plugins
 
         trt = import_tensorrt()
         logger = make_logger(trt)
@@ -60,42 +69,60 @@ class TrtRunner:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._state is not None:
-            self._state.free()
-            self._state = None
+        self.close()
 
     def activate(self) -> None:
-        if self._state is None:
-            self._state = _State(*self._loader())
+        with self._lock:
+            self._started()
+
+    def close(self) -> None:
+        with self._lock:
+            state, self._state = self._state, None
+            if state is not None:
+                state.free()
 
     @property
     def input_names(self) -> list[str]:
-        self.activate()
-        return list(self._state.inputs)
+        with self._lock:
+            return list(self._started().inputs)
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.activate()
-        state = self._state
-        if set(feeds) != set(state.inputs):
-            raise VlrtError(f"feeds {sorted(feeds)} do not match the engine's inputs {sorted(state.inputs)}")
-        n = len(next(iter(feeds.values())))
-        if n == 0 or any(len(v) != n for v in feeds.values()):
-            raise VlrtError(f"every feed needs the same batch size >= 1; got {[np.shape(v) for v in feeds.values()]}")
-        chunks = []
         with self._lock:
-            for i in range(0, n, state.max_batch):
-                chunks.append(state.run({k: v[i:i + state.max_batch] for k, v in feeds.items()}))
+            state = self._started()
+            if set(feeds) != set(state.inputs):
+                raise VlrtError(f"feeds {sorted(feeds)} do not match the engine's inputs {sorted(state.inputs)}")
+            n = len(next(iter(feeds.values())))
+            if n == 0 or any(len(v) != n for v in feeds.values()):
+                shapes = [np.shape(v) for v in feeds.values()]
+                raise VlrtError(f"every feed needs the same batch size >= 1; got {shapes}")
+            chunks = [state.run({k: v[i:i + state.max_batch] for k, v in feeds.items()})
+                      for i in range(0, n, state.max_batch)]
         if len(chunks) == 1:
             return chunks[0]
         return {name: np.concatenate([c[name] for c in chunks]) for name in state.outputs}
 
+    def _started(self) -> "_State":
+        """The running state, started on first use; the caller holds the lock."""
+        if self._state is None:
+            where = getattr(self._loader, "path", "the plan")
+            try:
+                self._state = _State(*self._loader())
+            except VlrtError:
+                raise
+            except Exception as exc:  # TensorRT's and cuda-python's own exception types
+                raise VlrtError(f"{where}: the TensorRT runner failed to start: {type(exc).__name__}: {exc}") from exc
+        return self._state
+
 
 class _State:
-    """An engine with its execution context, stream and device buffers (sized for the profile's max)."""
+    """An engine with its execution context, stream, device buffers and pinned host buffers
+    (sized for the profile's max). Construction either completes or frees what it allocated."""
 
     def __init__(self, runtime: Any, engine: Any) -> None:
         trt, self.cudart = import_tensorrt(), import_cudart()
-        self.runtime, self.engine = runtime, engine
+        self.runtime, self.engine, self.context, self.stream = runtime, engine, None, None
+        self.buffers: dict[str, int] = {}  # device
+        self.hosts: dict[str, int] = {}  # pinned host
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         is_input = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
@@ -103,34 +130,50 @@ class _State:
         self.inputs = [n for n in names if is_input[n]]
         self.outputs = [n for n in names if not is_input[n]]
         self.max_batch = min(int(hi[0]) for _, _, hi in self.profile.values())
-        self.context = engine.create_execution_context()
-        self.stream = check_cuda(self.cudart.cudaStreamCreate(), "cudaStreamCreate")
-        self.buffers: dict[str, int] = {}
+        try:
+            self._allocate(names)
+        except BaseException:
+            self.free()
+            raise
+
+    def _allocate(self, names: list[str]) -> None:
+        rt = self.cudart
+        self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise VlrtError("TensorRT could not create an execution context (out of GPU memory?)")
+        self.stream = check_cuda(rt.cudaStreamCreate(), "cudaStreamCreate")
         for name in self.inputs:  # the largest shapes, to size every buffer once
             self.context.set_input_shape(name, tuple(self.profile[name][2]))
         for name in names:
-            nbytes = int(np.prod(tuple(self.context.get_tensor_shape(name)))) * self.dtypes[name].itemsize
-            self.buffers[name] = int(check_cuda(self.cudart.cudaMalloc(max(nbytes, 1)), "cudaMalloc"))
+            shape = tuple(self.context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise VlrtError(f"tensor {name!r} has a data-dependent shape {shape}, which this runner cannot size")
+            nbytes = max(int(np.prod(shape)) * self.dtypes[name].itemsize, 1)
+            what = f"of {nbytes} bytes for {name}"
+            self.buffers[name] = int(check_cuda(rt.cudaMalloc(nbytes), f"cudaMalloc {what}"))
+            self.hosts[name] = int(check_cuda(rt.cudaMallocHost(nbytes), f"cudaMallocHost {what}"))
             self.context.set_tensor_address(name, self.buffers[name])
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         rt = self.cudart
         h2d, d2h = rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        hosts = {}
         for name in self.inputs:
-            arr = hosts[name] = np.ascontiguousarray(feeds[name], dtype=self.dtypes[name])
+            arr = np.asarray(feeds[name])
             self._check_shape(name, arr.shape)
             self.context.set_input_shape(name, arr.shape)
-            check_cuda(rt.cudaMemcpyAsync(self.buffers[name], arr.ctypes.data, arr.nbytes, h2d, self.stream),
+            staged = _host_array(self.hosts[name], self.dtypes[name], arr.shape)
+            staged[...] = arr  # cast and copy into pinned memory
+            check_cuda(rt.cudaMemcpyAsync(self.buffers[name], self.hosts[name], staged.nbytes, h2d, self.stream),
                        f"copy of {name} to the GPU")
-        outs = {name: np.empty(tuple(self.context.get_tensor_shape(name)), self.dtypes[name]) for name in self.outputs}
+        outs = {name: _host_array(self.hosts[name], self.dtypes[name], tuple(self.context.get_tensor_shape(name)))
+                for name in self.outputs}
         if not self.context.execute_async_v3(int(self.stream)):
             raise VlrtError("TensorRT failed to enqueue the engine (see the TensorRT errors logged above)")
         for name, out in outs.items():
-            check_cuda(rt.cudaMemcpyAsync(out.ctypes.data, self.buffers[name], out.nbytes, d2h, self.stream),
+            check_cuda(rt.cudaMemcpyAsync(self.hosts[name], self.buffers[name], out.nbytes, d2h, self.stream),
                        f"copy of {name} from the GPU")
         check_cuda(rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
-        return outs
+        return {name: out.copy() for name, out in outs.items()}  # the pinned buffers are reused by the next call
 
     def _check_shape(self, name: str, shape: tuple[int, ...]) -> None:
         lo, _, hi = (tuple(s) for s in self.profile[name])
@@ -138,11 +181,28 @@ class _State:
             raise VlrtError(f"input {name!r} has shape {shape}; this engine was built for shapes from {lo} to {hi}")
 
     def free(self) -> None:
+        """Release everything allocated so far; safe on a partly built state and when called twice.
+        Errors are not raised: freeing is best effort, and a start-up error must not be masked."""
+        rt = self.cudart
+        if self.stream is not None:
+            rt.cudaStreamSynchronize(self.stream)  # no copy may still target the buffers freed below
+        self.context = None  # before the engine, and the engine before its runtime
         for ptr in self.buffers.values():
-            self.cudart.cudaFree(ptr)
-        self.buffers = {}
-        self.cudart.cudaStreamDestroy(self.stream)
-        self.context = self.engine = self.runtime = None
+            rt.cudaFree(ptr)
+        for ptr in self.hosts.values():
+            rt.cudaFreeHost(ptr)
+        self.buffers, self.hosts = {}, {}
+        if self.stream is not None:
+            rt.cudaStreamDestroy(self.stream)
+            self.stream = None
+        self.engine = self.runtime = None
+
+
+def _host_array(ptr: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """A NumPy view of `shape` elements of `dtype` at the start of a pinned host buffer."""
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = (ctypes.c_uint8 * nbytes).from_address(ptr)
+    return np.frombuffer(raw, np.uint8).view(dtype).reshape(shape)
 
 
 def _check_sha256(path: Path, expected: str | None) -> None:
