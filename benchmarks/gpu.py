@@ -4,7 +4,9 @@
 
 Refuses to run (a one-line reason, exit status 1) without a CUDA device: nothing here is ever
 measured on the CPU and written down as a GPU result. (Tests call the sections with a CPU device
-to check the script's plumbing; they write nothing.)
+to check the script's plumbing; they write nothing.) Before torch touches CUDA it gives the CUDA
+primary context the flags FFmpeg needs to share it (`vlrt.gpu.device.share_primary_context`):
+without them every file would be decoded on the CPU.
 
 Sections (same videos and frames throughout, warm-up first, median and spread of --repeats runs):
   encoder    image-tower frames/s, eager PyTorch fp32 vs fp16 autocast: ViT-B/32 and ViT-B/16
@@ -16,7 +18,10 @@ Sections (same videos and frames throughout, warm-up first, median and spread of
   end to end GpuPipeline (NVDEC -> GPU preprocessing -> fp16 encoder, decode overlapping encode);
              and, unless --no-cpu-e2e, the CPU path (PyAV + PIL + ONNX Runtime CPU) as the baseline
 Correctness is checked before timing: GPU pipeline embeddings vs the fp32 CPU reference on the
-same videos (min cosine >= 0.999), and every NVDEC fallback is counted with its reason.
+same videos (min cosine >= 0.999), and every NVDEC fallback is counted with its reason. A row that
+claims NVDEC is never a timing of CPU decoding: if any file would fall back to the CPU, the row is
+recorded as failed (with the reason) instead of timed, the results are still written, and the
+script exits with status 1.
 """
 from __future__ import annotations
 
@@ -77,6 +82,12 @@ def row(name: str, times: list[float], *, units: float, unit: str, **extra) -> d
             f"{unit}_per_s": units / med, **extra}
 
 
+def failed_row(name: str, error: str) -> dict:
+    """A row that was not timed, loudly: it names why in the results and on stderr."""
+    print(f"FAILED {name}: {error}", file=sys.stderr)
+    return {"name": name, "error": error}
+
+
 # ---- encoder ---------------------------------------------------------------------------------
 
 def encoder_rows(args) -> list[dict]:
@@ -135,37 +146,52 @@ def settings_for(config: str) -> dict:
     return {"max_frames": 12, "max_words": 32, "sampling": dict(fam.sampling), "preprocessing": fam.preprocessing(size)}
 
 
-def decode_rows(paths: list[str], settings: dict, args) -> tuple[list[dict], dict]:
+def nvdec_fallbacks(paths: list[str], infos: dict, wanted: dict, device) -> dict[str, int]:
+    """One untimed pass: reason -> how many files NVDEC would leave to the CPU decoder."""
     from vlrt.gpu.decode import GpuDecoder, GpuDecodeStats
+
+    decoder, reasons = GpuDecoder(device=device), {}
+    for p in paths:
+        stats = GpuDecodeStats()
+        decoder.read_frames(p, wanted[p], info=infos[p], stats=stats)
+        if stats.fallback:
+            reasons[stats.fallback] = reasons.get(stats.fallback, 0) + 1
+    return reasons
+
+
+def decode_rows(paths: list[str], settings: dict, args) -> tuple[list[dict], dict]:
+    from vlrt.errors import VlrtError
+    from vlrt.gpu.decode import GpuDecoder
     from vlrt.gpu.pipeline import GpuClipLoader
     from vlrt.runtime.pipeline import ClipLoader, sample_indices
     from vlrt.runtime.video import probe, read_frames
 
     infos = {p: probe(p) for p in paths}
     wanted = {p: sample_indices(infos[p], settings["sampling"], settings["max_frames"]) for p in paths}
-    gpu = GpuDecoder(device=args.device)
-    fallbacks: dict[str, set[str]] = {}  # reason -> files the CPU decoded instead of NVDEC
-
-    def nvdec(p):
-        stats = GpuDecodeStats()
-        gpu.read_frames(p, wanted[p], info=infos[p], stats=stats)
-        if stats.fallback:
-            fallbacks.setdefault(stats.fallback, set()).add(p)
-
-    cpu_loader, gpu_loader = ClipLoader(settings), GpuClipLoader(settings, decoder=gpu)
-    jobs = [("decode-only, PyAV on the CPU", lambda p: read_frames(p, wanted[p], info=infos[p])),
-            ("decode-only, NVDEC (RGB on the GPU)", nvdec),
-            ("decode + preprocess, CPU loader (exact)", cpu_loader),
-            ("decode + preprocess, GPU loader", gpu_loader)]
+    fallbacks = nvdec_fallbacks(paths, infos, wanted, args.device)
+    nvdec = GpuDecoder(device=args.device, fallback="error")  # a CPU fallback fails the row
+    jobs = [("decode-only, PyAV on the CPU", lambda p: read_frames(p, wanted[p], info=infos[p]), False),
+            ("decode-only, NVDEC (RGB on the GPU)", lambda p: nvdec.read_frames(p, wanted[p], info=infos[p]), True),
+            ("decode + preprocess, CPU loader (exact)", ClipLoader(settings), False),
+            ("decode + preprocess, GPU loader (NVDEC)", GpuClipLoader(settings, decoder=nvdec), True)]
     rows = []
-    for name, job in jobs:
+    for name, job, claims_nvdec in jobs:
+        if claims_nvdec and fallbacks:
+            rows.append(failed_row(name, f"not timed: NVDEC leaves {sum(fallbacks.values())} of {len(paths)} "
+                                         f"files to the CPU ({'; '.join(fallbacks)})"))
+            continue
+
         def run(job=job):
             with cf.ThreadPoolExecutor(args.workers) as pool:
                 return list(pool.map(job, paths))
-        _, times = timed(run, args.repeats)
+        try:
+            _, times = timed(run, args.repeats)
+        except VlrtError as err:  # NVDEC refused a file during the timed runs
+            rows.append(failed_row(name, str(err)))
+            continue
         rows.append(row(name, times, units=len(paths), unit="videos", workers=args.workers))
     frames = sum(len(w) for w in wanted.values())
-    return rows, {"sampled_frames": frames, "nvdec_fallbacks": {k: len(v) for k, v in fallbacks.items()}}
+    return rows, {"sampled_frames": frames, "nvdec_fallbacks": fallbacks}
 
 
 def check_pipeline(paths, ckpt, settings, device, precision) -> float:
@@ -176,7 +202,8 @@ def check_pipeline(paths, ckpt, settings, device, precision) -> float:
     from vlrt.gpu.pipeline import GpuPipeline
     from vlrt.runtime.pipeline import ClipLoader
 
-    gpu = GpuPipeline(GpuEncoder.from_checkpoint(ckpt, device=device, precision=precision)).encode_videos(paths[:2])
+    enc = GpuEncoder.from_checkpoint(ckpt, device=device, precision=precision)
+    gpu = GpuPipeline(enc, fallback="error").encode_videos(paths[:2])  # VlrtError if NVDEC refuses a file
     ref_enc = GpuEncoder.from_checkpoint(ckpt, device="cpu", precision="fp32")
     clips = [ClipLoader(settings)(p) for p in paths[:2]]
     pixels = torch.from_numpy(np.stack([c.pixels for c in clips]))  # (2, T, 3, S, S)
@@ -188,24 +215,44 @@ def check_pipeline(paths, ckpt, settings, device, precision) -> float:
 
 
 def pipeline_rows(paths, work: Path, args, settings) -> tuple[list[dict], dict]:
-    import torch
-
+    from vlrt.errors import VlrtError
     from vlrt.gpu.encode import GpuEncoder
-    from vlrt.gpu.pipeline import GpuClipLoader, GpuPipeline
     from vlrt.models import HeadConfig, VideoTextModel, get_config, random_init
     from vlrt.models.checkpoint import save_checkpoint
 
     cfg = get_config(args.e2e_config).replace(head=HeadConfig(type="seqTransf", layers=4, heads=8, max_positions=77))
     ckpt = save_checkpoint(random_init(VideoTextModel(cfg), seed=0), work / "model.pt", settings=settings)
     half = "fp16" if args.device.type == "cuda" else "bf16"
-    cos = check_pipeline(paths, ckpt, settings, args.device, half)
-    if cos < 0.999:
-        raise SystemExit(f"GPU pipeline vs fp32 CPU reference: min cos {cos:.5f} < 0.999; not timing a wrong pipeline")
     enc = GpuEncoder.from_checkpoint(ckpt, device=args.device, precision=half)
-    pipe = GpuPipeline(enc, batch_size=args.batch_size, workers=args.workers)
-    clips = [GpuClipLoader(settings, decoder=pipe.loader.decoder, preprocess=pipe.loader.preprocess)(p) for p in paths]
+    rows = [encode_only_row(enc, paths, settings, args, half)]
+    name, extra = f"end-to-end GpuPipeline (NVDEC), {args.e2e_config} {half}", {}
+    try:
+        cos = check_pipeline(paths, ckpt, settings, args.device, half)
+        if cos < 0.999:
+            raise SystemExit(f"GPU pipeline vs fp32 CPU reference: min cos {cos:.5f} < 0.999; not timing a wrong pipeline")
+        extra["min_cos_gpu_pipeline_vs_fp32_cpu"] = round(cos, 6)
+        rows.append(e2e_row(name, enc, paths, args))
+    except VlrtError as err:  # NVDEC refused a file: the pipeline would time CPU decoding
+        rows.append(failed_row(name, str(err)))
+    if args.cpu_e2e:
+        rows.append(cpu_e2e_row(paths, ckpt, work, args, extra))
+    return rows, extra
+
+
+def encode_only_row(enc, paths, settings, args, half) -> dict:
+    """The encoder alone on the pipeline's preprocessed clips (decoded wherever; not what is timed)."""
+    import torch
+
+    from vlrt.gpu.decode import GpuDecoder
+    from vlrt.gpu.pipeline import GpuClipLoader
+    from vlrt.gpu.preprocess import GpuPreprocess
+
+    dtype = torch.float16 if half == "fp16" else torch.bfloat16
+    loader = GpuClipLoader(settings, decoder=GpuDecoder(device=args.device),
+                           preprocess=GpuPreprocess.from_manifest(settings["preprocessing"], dtype=dtype))
+    clips = [loader(p) for p in paths]
     pixels = torch.stack([c.pixels for c in clips])  # (N, T, 3, S, S)
-    mask = torch.zeros(pixels.shape[:2], device=args.device)
+    mask = torch.zeros(pixels.shape[:2])  # (N, T) on the host, where the encoder checks it
     for b, c in enumerate(clips):
         mask[b, :c.n_frames] = 1
 
@@ -213,16 +260,17 @@ def pipeline_rows(paths, work: Path, args, settings) -> tuple[list[dict], dict]:
         for i in range(0, len(paths), args.batch_size):
             enc.encode_frames(pixels[i:i + args.batch_size], mask[i:i + args.batch_size])
 
-    _, t_enc = timed(encode_only, args.repeats)
-    _, t_e2e = timed(lambda: pipe.encode_videos(paths), args.repeats)
-    rows = [row(f"encode-only, {args.e2e_config} {half} (preprocessed frames on the GPU)", t_enc, units=len(paths),
-                unit="videos"),
-            row(f"end-to-end GpuPipeline, {args.e2e_config} {half}", t_e2e, units=len(paths), unit="videos",
-                workers=args.workers, batch=args.batch_size)]
-    extra = {"min_cos_gpu_pipeline_vs_fp32_cpu": round(cos, 6)}
-    if args.cpu_e2e:
-        rows.append(cpu_e2e_row(paths, ckpt, work, args, extra))
-    return rows, extra
+    _, times = timed(encode_only, args.repeats)
+    return row(f"encode-only, {args.e2e_config} {half} (preprocessed frames on the GPU)", times, units=len(paths),
+               unit="videos")
+
+
+def e2e_row(name: str, enc, paths, args) -> dict:
+    from vlrt.gpu.pipeline import GpuPipeline
+
+    pipe = GpuPipeline(enc, fallback="error", batch_size=args.batch_size, workers=args.workers)
+    _, times = timed(lambda: pipe.encode_videos(paths), args.repeats)  # VlrtError on a CPU fallback
+    return row(name, times, units=len(paths), unit="videos", workers=args.workers, batch=args.batch_size)
 
 
 def cpu_e2e_row(paths, ckpt, work: Path, args, extra: dict) -> dict:
@@ -287,9 +335,14 @@ def markdown(result: dict) -> str:
              f"GOP {s['gop']}; CLIP4Clip sampling, {s['sampled_frames']} frames in all)", "",
              *_table(result["decode"], "videos"), "",
              f"Files NVDEC did not decode (reason: count): {s['nvdec_fallbacks'] or 'none'}.", "", "## End to end", "",
-             *_table(result["end_to_end"], "videos"), "",
-             f"GPU pipeline vs fp32 CPU reference: min cosine {result['min_cos_gpu_pipeline_vs_fp32_cpu']:.6f}."]
+             *_table(result["end_to_end"], "videos"), ""]
+    cos = result.get("min_cos_gpu_pipeline_vs_fp32_cpu")
+    lines.append("GPU pipeline vs fp32 CPU reference: " + (f"min cosine {cos:.6f}." if cos is not None else "not run."))
     return "\n".join(lines) + "\n"
+
+
+def failed_rows(result: dict) -> list[str]:
+    return [r["name"] for key in ("encoder", "decode", "end_to_end") for r in result[key] if "error" in r]
 
 
 def slug(name: str) -> str:
@@ -313,9 +366,20 @@ def main() -> None:
     p.add_argument("--workdir")
     p.add_argument("--out", help="default: benchmarks/results/gpu-<device>.json")
     args = p.parse_args()
-    args.device = require_cuda().device("cuda", 0)
+    torch = require_cuda()
+    # Before anything below touches CUDA: FFmpeg decodes with NVDEC only into a primary context
+    # with these flags. A refusal here fails every NVDEC row later, with this reason.
+    from vlrt.gpu.device import share_primary_context
+
+    refused = share_primary_context("cuda:0")
+    if refused:
+        print(f"WARNING: NVDEC cannot share the CUDA context: {refused}", file=sys.stderr)
+    args.device = torch.device("cuda", 0)
     result = run(args)
     write_result(args.out or RESULTS / f"gpu-{slug(result['device']['device'])}.json", result, markdown(result))
+    failed = failed_rows(result)
+    if failed:
+        raise SystemExit(f"benchmarks/gpu.py: {len(failed)} rows failed (recorded, not timed): {'; '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ def test_refuses_without_cuda_and_writes_nothing(tmp_path):
 
 
 def test_decode_section_runs_and_counts_fallbacks(tmp_path):
+    """On the CPU every file falls back: the rows that claim NVDEC fail loudly instead of timing
+    CPU decoding, and the CPU rows are timed."""
     bench = load_bench()
     args = argparse.Namespace(videos=2, seconds=2, width=160, height=96, fps=10, workers=2, repeats=1,
                               device=torch.device("cpu"))
@@ -41,9 +43,45 @@ def test_decode_section_runs_and_counts_fallbacks(tmp_path):
     settings = bench.settings_for("ViT-B-32")
     rows, extra = bench.decode_rows(paths, settings, args)
     assert [r["name"].split(",")[0] for r in rows] == ["decode-only"] * 2 + ["decode + preprocess"] * 2
-    assert all(r["videos_per_s"] > 0 for r in rows)
+    assert all(r["videos_per_s"] > 0 for r in rows[0::2])
+    for r in rows[1::2]:
+        assert "NVDEC" in r["name"] and "videos_per_s" not in r
+        assert r["error"] == "not timed: NVDEC leaves 2 of 2 files to the CPU (device is cpu: NVDEC needs a CUDA device)"
     assert extra == {"sampled_frames": 4, "nvdec_fallbacks": {"device is cpu: NVDEC needs a CUDA device": 2}}
-    assert "| decode-only, NVDEC (RGB on the GPU) |" in "\n".join(bench._table(rows, "videos"))
+    table = "\n".join(bench._table(rows, "videos"))
+    assert "| decode-only, NVDEC (RGB on the GPU) | - | - | failed: not timed: NVDEC leaves 2 of 2" in table
+    assert bench.failed_rows({"encoder": [], "decode": rows, "end_to_end": []}) == [rows[1]["name"], rows[3]["name"]]
+
+
+def test_a_fallback_during_timing_fails_the_nvdec_row(tmp_path, monkeypatch):
+    """A file NVDEC refuses only in the timed runs (the untimed pass found none) fails the row."""
+    bench = load_bench()
+    args = argparse.Namespace(videos=1, seconds=1, width=160, height=96, fps=10, workers=1, repeats=1,
+                              device=torch.device("cpu"))
+    paths = bench.make_videos(tmp_path, args)
+    monkeypatch.setattr(bench, "nvdec_fallbacks", lambda *a: {})
+    rows, _ = bench.decode_rows(paths, bench.settings_for("ViT-B-32"), args)
+    assert rows[1]["error"].endswith("not decoded on the GPU: device is cpu: NVDEC needs a CUDA device")
+    assert rows[3]["error"].endswith("not decoded on the GPU: device is cpu: NVDEC needs a CUDA device")
+
+
+def test_the_context_flags_are_set_before_the_benchmark_touches_cuda(monkeypatch):
+    """main() sets the primary context's flags (stand-in driver) before run() uses CUDA."""
+    from cuda_standins import BLOCKING_SYNC, install
+
+    bench, log = load_bench(), []
+    install(monkeypatch, log, flags=0)
+    monkeypatch.setattr(bench, "require_cuda", lambda: torch)
+    monkeypatch.setattr(sys, "argv", ["gpu.py"])
+
+    def run(args):
+        log.append(f"run on {args.device}")
+        raise KeyboardInterrupt  # stop here: the rest needs a GPU
+
+    monkeypatch.setattr(bench, "run", run)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main()
+    assert log == [f"set flags {BLOCKING_SYNC:#x}", "run on cuda:0"]
 
 
 def test_result_name_is_the_device_slug():

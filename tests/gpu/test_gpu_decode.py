@@ -2,21 +2,29 @@
 reports every file the CPU decoded instead of NVDEC, with the reason.
 
 On the CPU (device="cpu") the decoder falls back, reports why, and must hand out exactly the
-CPU path's pixels. On a GPU (`cuda` tests): NVDEC's YUV planes equal the software decoder's bit
-for bit, and the RGB frames are within the YUV -> RGB tolerance of tests/gpu/test_gpu_colour.py
-(mean <= 1.5 levels, max <= 3) and show the frame index drawn into them.
+CPU path's pixels; with stand-ins for the driver and torch.cuda (tests/gpu/cuda_standins.py), the
+primary context's flags are set before CUDA is touched and an NVDEC surface is converted between
+the right stream waits. On a GPU (`cuda` tests): NVDEC is used even after torch has touched the GPU
+first; NVDEC's YUV planes equal the software decoder's bit for bit, and the RGB frames are within
+the YUV -> RGB tolerance of tests/gpu/test_gpu_colour.py (mean <= 1.5 levels, max <= 3), odd sizes
+included, and show the frame index drawn into them.
 """
 import ast
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 import torch
-from video_assets import frame_index, marker_corner, write_packed_avi
+from cuda_standins import BLOCKING_SYNC, FakeStream, install
+from video_assets import frame_index, frame_pixels, marker_corner, write_packed_avi, write_video
 
 from vlrt.errors import VlrtError
-from vlrt.gpu.decode import GpuDecoder, GpuDecodeStats, rotate_chw
+from vlrt.gpu import decode as gpu_decode
+from vlrt.gpu.decode import GpuDecoder, GpuDecodeStats, rotate_chw, surface_to_rgb
 from vlrt.runtime.video import probe, read_frames, rotate
 
 INDICES = [47, 3, 20, 3, 0, 31, 12]  # out of order, a repeat, first and last
@@ -90,6 +98,48 @@ def test_cpu_device_reads_packed_b_frames_like_the_cpu_path(packed_avi):
     assert stats.decoder == "cpu"
     for got, want, i in zip(as_hwc(frames), read_frames(packed_avi, INDICES), INDICES):
         assert np.array_equal(got, want) and frame_index(got) == i
+
+
+def test_the_decoder_sets_the_context_flags_before_cuda_is_touched(monkeypatch):
+    log = []
+    install(monkeypatch, log, flags=0)
+    dec = GpuDecoder()  # None -> the current device, which initialises CUDA
+    assert dec.device == torch.device("cuda", 0)
+    assert log.index(f"set flags {BLOCKING_SYNC:#x}") < log.index("cuda init"), log
+
+
+def test_a_context_ffmpeg_cannot_share_is_the_files_fallback_reason(monkeypatch, videos):
+    if "cuda" not in av.codec.hwaccel.hwdevices_available():
+        pytest.skip("this PyAV's FFmpeg has no CUDA hwaccel")
+    install(monkeypatch, [], flags=0, active=True, set_rc=708)
+    reason = GpuDecoder(device="cuda:0")._refusal_before_decoding(videos["h264"], probe(videos["h264"]))
+    assert reason.startswith("FFmpeg cannot decode into torch's CUDA context: the CUDA primary context of "
+                             "device 0 is active with flags 0x0"), reason
+
+
+def nv12_frame(width, height):
+    """(an NV12 PyAV frame, the CPU path's RGB of the same samples): what NVDEC hands out, on the CPU."""
+    yuv = av.VideoFrame.from_ndarray(frame_pixels(9, width, height), format="rgb24").reformat(format="yuv420p")
+    return yuv.reformat(format="nv12"), yuv.to_ndarray(format="rgb24")
+
+
+def test_a_surface_is_converted_between_the_legacy_streams_waits(monkeypatch):
+    """The decode stream waits for NVDEC's copy (legacy stream) before the conversion reads the
+    surface, and the legacy stream waits for the conversion before FFmpeg can reuse it."""
+    log = []
+    cuda, _ = install(monkeypatch, log)
+    real = gpu_decode.nv12_to_rgb
+
+    def converting(y, uv, **tags):
+        log.append(f"convert on {cuda.current_stream().name}")
+        return real(y, uv, **tags)
+
+    monkeypatch.setattr(gpu_decode, "nv12_to_rgb", converting)
+    frame, want = nv12_frame(161, 96)  # an odd width: the whole chroma plane is read
+    rgb = surface_to_rgb(frame, FakeStream(log, "decode"))
+    assert log == ["decode waits for legacy", "convert on decode", "decode records event1@decode",
+                   "legacy waits for event1@decode"]
+    assert np.abs(rgb.permute(1, 2, 0).numpy().astype(int) - want).max() <= 2
 
 
 # ---- on a GPU -------------------------------------------------------------------------------
@@ -187,3 +237,62 @@ def test_nvdec_places_packed_b_frames_like_the_cpu_path(packed_avi):
     for got, want in zip(as_hwc(frames), read_frames(packed_avi, INDICES)):
         d = np.abs(got.astype(int) - want.astype(int))
         assert d.mean() <= (1.5 if stats.decoder == "nvdec" else 0) and d.max() <= 3, (stats.decoder, d.max())
+
+
+@pytest.mark.cuda
+def test_nvdec_is_used_after_torch_allocated_on_the_gpu_first(videos):
+    """torch activates the primary context with its default flags; the decoder still gets NVDEC."""
+    torch.ones(1, device="cuda").add_(1)
+    torch.cuda.synchronize()
+    stats = GpuDecodeStats()
+    GpuDecoder(fallback="error").read_frames(videos["h264"], [0, 30], stats=stats)
+    assert stats.decoder == "nvdec" and stats.fallback is None
+
+
+@pytest.mark.cuda
+def test_nvdec_is_used_when_torch_initialised_cuda_first_in_a_fresh_process(videos):
+    """The same in a process where nothing of vlrt.gpu ran before torch made the context active."""
+    code = textwrap.dedent(f"""
+        import torch
+        x = torch.randn(64, 64, device="cuda") @ torch.randn(64, 64, device="cuda")
+        torch.cuda.synchronize()
+        from vlrt.gpu.decode import GpuDecoder, GpuDecodeStats
+        stats = GpuDecodeStats()
+        frames = GpuDecoder(fallback="cpu").read_frames({videos["h264"]!r}, [0, 30], stats=stats)
+        assert frames[0].is_cuda
+        print(stats.decoder, stats.fallback)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).parents[2])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "nvdec None", proc.stdout
+
+
+@pytest.fixture(scope="module")
+def odd_videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("odd")
+    out = {}
+    for name, (width, height) in {"odd_width": (321, 180), "odd_height": (320, 181)}.items():
+        out[name] = str(root / f"{name}.webm")
+        write_video(out[name], codec="libvpx-vp9", width=width, height=height, frames=24, fps=24, gop=12)
+    return out
+
+
+@pytest.mark.cuda
+def test_nvdec_odd_width_reads_the_last_chroma_column(odd_videos):
+    stats, indices = GpuDecodeStats(), [0, 7, 23]
+    frames = GpuDecoder(fallback="error").read_frames(odd_videos["odd_width"], indices, stats=stats)
+    assert stats.decoder == "nvdec" and stats.cpu_converted == 0
+    for got, want in zip(as_hwc(frames), read_frames(odd_videos["odd_width"], indices)):
+        d = np.abs(got.astype(int) - want.astype(int))
+        assert got.shape == (180, 321, 3) and d.mean() <= 1.5 and d.max() <= 3 and d[:, -1].max() <= 3, d.max()
+
+
+@pytest.mark.cuda
+def test_nvdec_odd_height_is_converted_by_swscale(odd_videos):
+    stats, indices = GpuDecodeStats(), [0, 7, 23]
+    frames = GpuDecoder(fallback="error").read_frames(odd_videos["odd_height"], indices, stats=stats)
+    assert stats.decoder == "nvdec" and stats.cpu_converted == len(indices)
+    for got, want in zip(as_hwc(frames), read_frames(odd_videos["odd_height"], indices)):
+        d = np.abs(got.astype(int) - want.astype(int))
+        assert got.shape == (181, 320, 3) and d.max() <= 3 and d[-1].max() <= 3, (d.max(), d[-1].max())

@@ -1,7 +1,7 @@
 """GpuEncoder: the reference model from a checkpoint, on a device, in a precision.
 
 On the CPU (fp32) it must equal the reference model and the CPU runtime (ONNX Runtime) to export
-precision. On a GPU, fp16 (autocast) embeddings must stay within cos >= 0.999 of the fp32 CPU
+precision, and refuse a mask row that selects no frame. On a GPU, fp16 (autocast) embeddings must stay within cos >= 0.999 of the fp32 CPU
 runtime's, for a tiny random model, the embedded default model and ViT-B/32 geometry.
 """
 import numpy as np
@@ -71,6 +71,20 @@ def test_bad_inputs_are_refused(tiny):
         GpuEncoder.from_checkpoint(tiny[0], device="cpu", precision="int4")
 
 
+@pytest.mark.parametrize("where", ["float32", "float64"])
+def test_a_mask_row_without_frames_is_refused(tiny, where):
+    """A video with no frame has nothing to attend to or average: NaN under fp16, so refused."""
+    enc = GpuEncoder.from_checkpoint(tiny[0], device="cpu", precision="fp32")
+    pixels, mask = frames_and_mask(3, 4, 32)
+    mask[1] = 0
+    if where == "float64":
+        mask = torch.from_numpy(mask.numpy().astype(np.float64))
+    with pytest.raises(VlrtError, match=r"mask rows \[1\] select no frame"):
+        enc.encode_frames(pixels, mask)
+    mask[1, 0] = 1  # one frame is enough
+    assert torch.isfinite(enc.encode_frames(pixels, mask)).all()
+
+
 def test_bf16_on_cpu_runs_and_stays_close(tiny):
     enc = GpuEncoder.from_checkpoint(tiny[0], device="cpu", precision="bf16")
     pixels, mask = frames_and_mask(2, 4, 32)
@@ -113,3 +127,25 @@ def test_fp16_full_size_geometry_matches_fp32_reference(name):
         ref, _ = model.encode_video(pixels, mask)  # fp32 on the CPU
     enc = GpuEncoder(model, precision="fp16")
     assert cosines(enc.encode_frames(pixels.cuda(), mask.cuda()).cpu().numpy(), ref.numpy()).min() >= 0.999
+
+
+@pytest.mark.cuda
+def test_cuda_mask_row_without_frames_is_refused(tiny):
+    enc = GpuEncoder.from_checkpoint(tiny[0])
+    pixels, mask = frames_and_mask(2, 4, 32)
+    mask[0] = 0
+    with pytest.raises(VlrtError, match=r"mask rows \[0\] select no frame"):
+        enc.encode_frames(pixels.cuda().half(), mask.cuda())
+
+
+@pytest.mark.cuda
+def test_encoder_stream_is_handed_back_to_the_callers_stream(tiny):
+    """Outputs read on the caller's stream right away (no explicit sync) are the finished ones."""
+    enc = GpuEncoder.from_checkpoint(tiny[0])
+    assert enc.stream is not None and enc.stream != torch.cuda.current_stream()
+    pixels, mask = frames_and_mask(4, 4, 32)
+    ref = enc.encode_frames(pixels.cuda().half(), mask.cuda()).cpu()
+    for _ in range(3):
+        x = pixels.cuda().half()  # made on the caller's stream just before the call
+        out = enc.encode_frames(x, mask.cuda())
+        assert torch.equal(out.cpu(), ref)

@@ -6,6 +6,11 @@ On the CPU (device "cpu", fp32) the two paths differ only in the preprocessing i
 on a GPU, also in NVDEC + the GPU colour conversion and fp16. Ranking: every caption's top video
 is the CPU path's, wherever the CPU path's top two scores are more than 0.01 apart (a closer pair
 is a tie that fp16 may order either way, and is counted, not asserted).
+
+The ordering rules are checked on the CPU with stand-ins for the driver and torch.cuda
+(tests/gpu/cuda_standins.py): building the pipeline sets the CUDA primary context's flags before
+anything touches CUDA, a clip records an event on its decode stream, and the encoder's stream
+waits for every clip's event before the batch is read.
 """
 import threading
 from types import SimpleNamespace
@@ -13,6 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from cuda_standins import BLOCKING_SYNC, FakeStream, install
 from video_assets import write_video
 
 from vlrt import Runtime
@@ -20,8 +26,10 @@ from vlrt.assets import default_checkpoint as shipped_model
 from vlrt.bench.quality import write_gallery
 from vlrt.errors import VlrtError
 from vlrt.export import export_checkpoint
+from vlrt.families import get_family
 from vlrt.gpu.encode import GpuEncoder
-from vlrt.gpu.pipeline import GpuClip, GpuPipeline
+from vlrt.gpu.pipeline import GpuClip, GpuClipLoader, GpuPipeline
+from vlrt.gpu.preprocess import GpuPreprocess
 from vlrt.runtime.pipeline import ClipLoader, encode_stream
 
 
@@ -87,7 +95,7 @@ class _FakeEncoder:
     """encode_frames on torch tensors: a clip's embedding is its first pixel value (D = 3)."""
 
     settings = {"max_frames": 2, "sampling": {"rule": "segment_middle"}, "preprocessing": {}}
-    device, precision, embed_dim = torch.device("cpu"), "fp32", 3
+    device, precision, embed_dim, stream = torch.device("cpu"), "fp32", 3, None
 
     def encode_frames(self, pixels, mask, return_frames=True):
         return pixels[:, 0, :, 0, 0], pixels[:, :, :, 0, 0]  # (B, D), (B, T, D)
@@ -127,6 +135,100 @@ def test_errors_and_clips_in_flight_stay_bounded():
     assert results == [(str(i), f"{i}: bad", None) if i % 50 < 40 else (str(i), None, i) for i in range(n)]
     assert batch <= count["peak_live"] <= in_flight + batch - 1
     assert in_flight <= count["ahead"] <= in_flight + 2 * batch - 1
+
+
+SETTINGS = {"max_frames": 4, "max_words": 32, "sampling": dict(get_family("clip4clip").sampling),
+            "preprocessing": get_family("clip4clip").preprocessing(32)}
+
+
+class _CudaModel:
+    """A model whose move to the GPU is written to the log (the first CUDA tensors it would make)."""
+
+    config = SimpleNamespace(embed_dim=8)
+
+    def __init__(self, log):
+        self.log = log
+
+    def to(self, device):
+        self.log.append(f"model to {device}")
+        return self
+
+    def eval(self):
+        return self
+
+
+@pytest.mark.parametrize("device", [None, "cuda:0"])
+def test_building_the_pipeline_sets_the_context_flags_before_cuda_is_touched(monkeypatch, device):
+    """FFmpeg shares torch's CUDA context with NVDEC only if its flags were set first."""
+    log = []
+    install(monkeypatch, log, flags=0)
+    enc = GpuEncoder(_CudaModel(log), device=device, precision="fp16", settings=SETTINGS)
+    pipe = GpuPipeline(enc, batch_size=2, workers=1)
+    flags = log.index(f"set flags {BLOCKING_SYNC:#x}")
+    touched = [i for i, entry in enumerate(log) if entry in ("cuda init", "model to cuda:0") or entry.startswith("new ")]
+    assert touched and flags < min(touched), log
+    assert log.count(f"set flags {BLOCKING_SYNC:#x}") == 1  # later calls find the flags set
+    assert pipe.loader.decoder.device == enc.device == torch.device("cuda", 0)
+    assert "new stream1 (priority -1)" in log and enc.stream.name == "stream1"  # never a decode thread's
+
+
+class _StreamDecoder:
+    """read_frames on the CPU that says which stream was current while it ran."""
+
+    def __init__(self, log, cuda, stream):
+        self.log, self.cuda, self._stream = log, cuda, stream
+
+    def stream(self):
+        return self._stream
+
+    def read_frames(self, path, indices, *, info, stats):
+        self.log.append(f"decode {path} on {self.cuda.current_stream().name}")
+        return [torch.full((3, 40, 60), 7 * i, dtype=torch.uint8) for i in indices]
+
+
+def test_a_clip_is_made_on_its_decode_stream_and_marked_ready(monkeypatch, tmp_path):
+    log = []
+    cuda, _ = install(monkeypatch, log)
+    path = tmp_path / "v.mp4"
+    write_video(path, codec="libx264", width=160, height=96, frames=48)
+    decoder = _StreamDecoder(log, cuda, FakeStream(log, "decode"))
+    preprocess = GpuPreprocess.from_manifest(SETTINGS["preprocessing"], dtype=torch.float32)
+    clip = GpuClipLoader(SETTINGS, decoder=decoder, preprocess=preprocess)(str(path))
+    assert log == [f"decode {path} on decode", "decode records event1@decode"]
+    assert clip.ready.name == "event1@decode" and clip.pixels.shape == (4, 3, 32, 32)
+    assert cuda.current_stream() is cuda.legacy
+
+
+class _StreamEncoder(_FakeEncoder):
+    def __init__(self, log, cuda):
+        self.log, self.cuda, self.stream = log, cuda, FakeStream(log, "encoder")
+
+    def encode_frames(self, pixels, mask, return_frames=True):
+        assert mask.device.type == "cpu" and mask.sum(1).tolist() == [2.0] * len(mask)  # checked on the host
+        self.log.append(f"encode {len(pixels)} on {self.cuda.current_stream().name}")
+        return super().encode_frames(pixels, mask)
+
+
+def test_the_encoder_stream_waits_for_every_clip_of_its_batch(monkeypatch):
+    log = []
+    cuda, _ = install(monkeypatch, log)
+    producer = FakeStream(log, "decode")
+
+    def loader(path):
+        ready = cuda.Event()
+        ready.record(producer)
+        return GpuClip(path, torch.full((2, 3, 1, 1), float(path)), 2, [0, 1], None, None, ready=ready)
+
+    pipe = GpuPipeline(_StreamEncoder(log, cuda), decoder=SimpleNamespace(), preprocess=SimpleNamespace(),
+                       batch_size=2, workers=1, in_flight=2)
+    pipe.loader = loader
+    results = list(pipe.run(["1", "2", "3"]))
+    assert [float(r.embedding[0]) for r in results] == [1.0, 2.0, 3.0]
+    encodes = [i for i, entry in enumerate(log) if entry.startswith("encode ")]
+    assert [log[i] for i in encodes] == ["encode 2 on encoder", "encode 1 on encoder"]
+    for event, batch in (("event1@decode", 0), ("event2@decode", 0), ("event3@decode", 1)):
+        assert log.index(f"decode records {event}") < log.index(f"encoder waits for {event}") < encodes[batch]
+    assert log.count("(2, 3, 1, 1) used on encoder") == 3  # the allocator keeps them until the encoder is done
 
 
 @pytest.mark.cuda

@@ -24,6 +24,7 @@ _EXPORTS = {
     "nvdec_refusal": "vlrt.gpu.support",
     "device_report": "vlrt.gpu.device",
     "resolve_device": "vlrt.gpu.device",
+    "share_primary_context": "vlrt.gpu.device",
 }
 
 __all__ = sorted(_EXPORTS)

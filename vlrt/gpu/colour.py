@@ -8,13 +8,17 @@ The CPU path turns decoded yuv420p frames into rgb24 with swscale's unscaled con
   - and truncates in fixed point.
 Doing the same in float32 and truncating (floor) lands within 2-3 levels of swscale everywhere
 and within ~0.1 level on average on x264/x265 test videos; measured on the CPU in
-tests/gpu/test_colour.py, where the tolerances are asserted. NVDEC's planes themselves are the
+tests/gpu/test_gpu_colour.py, where the tolerances are asserted. NVDEC's planes themselves are the
 same bits a software decoder produces (H.264/HEVC decoding is exactly specified), so these
 tolerances are the whole expected GPU-vs-CPU difference for 8-bit streams.
 """
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
+
+from vlrt.errors import VlrtError
 
 # AVColorSpace values (libavutil/pixfmt.h) -> (Kr, Kb). Anything else is treated as BT.601, as
 # swscale's default does.
@@ -80,9 +84,58 @@ def yuv420_to_rgb(y: Any, u: Any, v: Any, *, colorspace: int = 2, color_range: i
 
 
 def nv12_to_rgb(y: Any, uv: Any, **tags: int) -> Any:
-    """NV12/P010/P016 as PyAV exports them over DLPack: (H, W) luma, (H/2, W/2, 2) interleaved
-    chroma -> (3, H, W) uint8 RGB."""
+    """NV12/P010/P016: (H, W) luma, (ceil(H/2), ceil(W/2), 2) interleaved chroma (as
+    `dlpack_planes` gives them) -> (3, H, W) uint8 RGB. A chroma plane one row or column short
+    (PyAV's own DLPack shape for odd sizes) has its edge repeated, which swscale does not do."""
     return yuv420_to_rgb(y, uv[..., 0], uv[..., 1], **tags)
+
+
+def dlpack_planes(frame: Any) -> tuple[Any, Any]:
+    """(Y (H, W), UV (ceil(H/2), ceil(W/2), 2)): an NV12 / P010 / P016 PyAV frame's planes as
+    torch views of its memory (GPU memory for NVDEC frames), uint8 or uint16. The views keep the
+    frame's buffer alive; nothing is copied.
+
+    PyAV exports the chroma plane as floor(H/2) x floor(W/2) samples, so an odd-sized picture
+    loses the last chroma row or column, which swscale (the CPU path) uses. FFmpeg allocates that
+    plane with ceil(H/2) rows of at least ceil(W/2) sample pairs (`av_image_fill_arrays`; CUDA
+    frame pools at the coded size rounded up to even), so the whole plane is read through a wider
+    view of the same memory.
+    """
+    torch = _torch()
+    # The capsule is taken here: PyAV refuses the stream= argument torch.from_dlpack would pass.
+    y = torch.from_dlpack(frame.planes[0].__dlpack__())  # (H, W)
+    uv = torch.from_dlpack(frame.planes[1].__dlpack__())  # (H//2, W//2, 2)
+    rows, cols = (frame.height + 1) // 2, (frame.width + 1) // 2
+    if tuple(uv.shape[:2]) != (rows, cols):
+        uv = _widen(uv, rows, cols)  # (ceil(H/2), ceil(W/2), 2)
+    return y, uv
+
+
+class _PlaneView:
+    """Array-interface view of a plane's memory; holds the exported tensor (and so the frame)."""
+
+    def __init__(self, owner: Any, interface: dict[str, Any]) -> None:
+        self.owner = owner
+        if owner.is_cuda:  # read by torch.as_tensor
+            self.__cuda_array_interface__ = interface
+        else:  # read by numpy.asarray
+            self.__array_interface__ = interface
+
+
+def _widen(uv: Any, rows: int, cols: int) -> Any:
+    """The (rows, cols, 2) chroma plane starting where `uv` starts, with `uv`'s line length."""
+    item = uv.element_size()
+    line = uv.stride(0) * item
+    if uv.dim() != 3 or tuple(uv.stride()[1:]) != (2, 1) or line < 2 * cols * item:
+        raise VlrtError(f"cannot view the full {rows}x{cols} chroma plane of a {tuple(uv.shape)} export "
+                        f"with strides {tuple(uv.stride())} (line of {line} bytes)")
+    interface = {"shape": (rows, cols, 2), "typestr": "<u2" if item == 2 else "|u1",
+                 "strides": (line, 2 * item, item), "data": (uv.data_ptr(), False), "version": 3}
+    view = _PlaneView(uv, interface)
+    torch = _torch()
+    if uv.is_cuda:  # torch keeps `view` (and so the frame) alive as long as the tensor lives
+        return torch.as_tensor(view, device=uv.device)
+    return torch.from_numpy(np.asarray(view))  # the array's base is `view`
 
 
 def _torch() -> Any:

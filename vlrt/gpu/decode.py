@@ -20,7 +20,15 @@ Fallback, always reported in `GpuDecodeStats.fallback` (never silent): a stream 
 decode (known gaps: `vlrt.gpu.support`; anything else FFmpeg refuses at run time, e.g. when it
 falls back to its software decoder or to libdav1d for AV1), no CUDA device for FFmpeg, or a decode
 failure on the GPU, is decoded by `vlrt.runtime.video.read_frames` on the CPU and uploaded.
-`fallback="error"` raises instead.
+`fallback="error"` raises instead. FFmpeg decodes into torch's CUDA primary context, which it
+shares only with the flags `vlrt.gpu.device.share_primary_context` sets; the constructor sets
+them before it touches CUDA, and a file is refused with the driver's reason if they are not set.
+
+Streams: NVDEC's copy of each decoded picture is queued on the legacy default stream. The
+conversion to RGB runs on this thread's decode stream, which first waits for the legacy stream;
+the legacy stream then waits for the conversion before FFmpeg can reuse the surface. Frames are
+handed to the caller's stream as `vlrt.gpu.device.borrowed_stream` says (the clip loader makes the
+decode stream current itself, so the whole clip stays on it).
 """
 from __future__ import annotations
 
@@ -30,8 +38,18 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from vlrt.errors import VlrtError
-from vlrt.gpu.colour import nv12_to_rgb
-from vlrt.gpu.device import capability, require_torch, resolve_device
+from vlrt.gpu.colour import dlpack_planes, nv12_to_rgb
+from vlrt.gpu.device import (
+    ThreadStreams,
+    borrowed_stream,
+    capability,
+    legacy_waits_for,
+    on_stream,
+    require_torch,
+    resolve_device,
+    share_primary_context,
+    wait_for_legacy,
+)
 from vlrt.gpu.support import describe_stream, nvdec_refusal
 from vlrt.runtime.video import DecodeStats, VideoInfo, VideoReader, check_indices, probe
 from vlrt.runtime.video import read_frames as cpu_read_frames
@@ -85,9 +103,16 @@ class GpuDecoder:
     def __init__(self, *, device: Any = None, fallback: Fallback = "cpu") -> None:
         if fallback not in ("cpu", "error"):
             raise VlrtError(f"fallback must be 'cpu' or 'error', got {fallback!r}")
+        # First, before resolving the device initialises CUDA; a failure is reported per file.
+        share_primary_context(device)
         self.device = resolve_device(device)
         self.fallback = fallback
         self.capability = capability(self.device)
+        self._streams = ThreadStreams(self.device)
+
+    def stream(self) -> Any:
+        """The calling thread's decode stream (None on the CPU), where its conversions run."""
+        return self._streams.get()
 
     def read_frames(self, path: str | os.PathLike, indices: Sequence[int], *, info: VideoInfo | None = None,
                     stats: GpuDecodeStats | None = None) -> list[Any]:
@@ -95,7 +120,9 @@ class GpuDecoder:
         info = info if info is not None else probe(path)
         stats = stats if stats is not None else GpuDecodeStats()
         wanted = sorted(set(check_indices(info, indices)))
-        frames = self._decode(path, info, wanted, stats) if wanted else {}
+        with borrowed_stream(self.stream()) as made:
+            frames = self._decode(path, info, wanted, stats) if wanted else {}
+            made.extend(frames.values())
         out, seen = [], set()
         for i in indices:
             i = int(i)
@@ -132,6 +159,9 @@ class GpuDecoder:
         av = _hw_av()
         if "cuda" not in av.codec.hwaccel.hwdevices_available():
             return f"PyAV {av.__version__}'s FFmpeg has no CUDA hwaccel"
+        shared = share_primary_context(self.device)
+        if shared is not None:
+            return f"FFmpeg cannot decode into torch's CUDA context: {shared}"
         codec, pix_fmt, width, height = _stream_format(path, info)
         return nvdec_refusal(codec, pix_fmt, self.capability, width=width, height=height)
 
@@ -164,17 +194,13 @@ class GpuDecoder:
         if sw is None:  # a software frame: FFmpeg could not set NVDEC up and decoded on the CPU
             raise _Refused(f"NVDEC refused the {cc.codec.canonical_name} stream ({frame.format.name} "
                            f"{frame.width}x{frame.height}): FFmpeg fell back to software decoding")
-        if sw.name in DLPACK_FORMATS:
-            # Plane tensors hold a reference to the frame until they are dropped. FFmpeg's NVDEC
-            # copies and this conversion both run on the legacy default stream, so the surface is
-            # not reused before the conversion has read it; other streams must wait explicitly.
-            y = torch.from_dlpack(frame.planes[0].__dlpack__())  # (H, W)
-            uv = torch.from_dlpack(frame.planes[1].__dlpack__())  # (H/2, W/2, 2)
-            rgb = nv12_to_rgb(y, uv, colorspace=frame.colorspace, color_range=frame.color_range)  # (3, H, W)
-            stream = torch.cuda.current_stream(self.device)
-            if stream != torch.cuda.default_stream(self.device):
-                stream.synchronize()
-        else:  # e.g. yuv444p (HEVC 4:4:4): downloaded and converted by swscale, then uploaded
+        if sw.name in DLPACK_FORMATS and frame.height % 2 == 0:
+            rgb = surface_to_rgb(frame, self.stream())  # (3, H, W)
+        else:
+            # Formats DLPack does not export (e.g. yuv444p from HEVC 4:4:4), and odd heights:
+            # swscale, the CPU path's converter, takes its interpolating path for those (its
+            # yuv420p -> RGB shortcut needs an even height), which vlrt.gpu.colour does not
+            # reproduce. FFmpeg downloads the frame, swscale converts it, and it is uploaded.
             stats.cpu_converted += 1
             rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1).to(self.device)  # (3, H, W)
         return rotate_chw(rgb, info.rotation)
@@ -184,6 +210,17 @@ class GpuDecoder:
         arrays = cpu_read_frames(path, wanted, info=info, stats=stats)  # (H, W, 3) uint8, upright
         return {i: torch.from_numpy(a).permute(2, 0, 1).contiguous().to(self.device)  # (3, H, W)
                 for i, a in zip(wanted, arrays)}
+
+
+def surface_to_rgb(frame: Any, stream: Any) -> Any:
+    """An NVDEC frame's NV12 / P010 / P016 surface -> (3, H, W) uint8 RGB on its device, converted
+    on `stream` (the decoding thread's) in order with FFmpeg's work on the legacy default stream."""
+    y, uv = dlpack_planes(frame)  # views of the surface; the frame stays alive while they do
+    with on_stream(stream):
+        wait_for_legacy(stream)  # NVDEC's copy of this picture was queued on the legacy stream
+        rgb = nv12_to_rgb(y, uv, colorspace=frame.colorspace, color_range=frame.color_range)  # (3, H, W)
+    legacy_waits_for(stream)  # the surface goes back to FFmpeg's pool when y and uv are dropped
+    return rgb
 
 
 def _stream_format(path: str, info: VideoInfo) -> tuple[str, str | None, int, int]:

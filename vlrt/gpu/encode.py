@@ -5,11 +5,16 @@ holds only ONNX graphs, so the GPU path starts from the checkpoint). Weights sta
 under `torch.autocast(float16)`: matmuls and convolutions in fp16, while LayerNorm, softmax and
 norms run in fp32 -- the precision CLIP itself keeps for them. The seqTransf head's key mask
 (-1e6 where a frame is padding) overflows to -inf in fp16, which softmax turns into a zero weight;
-no row is all -inf, since every video has at least one frame. Outputs are float32 and
-L2-normalised, like `Runtime.encode_frames`.
+a mask row with no frame at all would make a whole row -inf (NaN out of softmax, and a mean over
+no frames), so `encode_frames` refuses it. Outputs are float32 and L2-normalised, like
+`Runtime.encode_frames`.
+
+The encoder runs on a CUDA stream of its own (`stream`), borrowed for each call as
+`vlrt.gpu.device.borrowed_stream` says: called from another stream, it waits for that stream's
+work first, and that stream then waits for the outputs.
 
 UNVERIFIED ON A GPU: the same code runs on the CPU here (precision "fp32"); parity of fp16 on CUDA
-with the fp32 reference (cos >= 0.999) is asserted by tests/gpu/test_encode.py on a GPU session.
+with the fp32 reference (cos >= 0.999) is asserted by tests/gpu/test_gpu_encode.py on a GPU session.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vlrt.errors import VlrtError
-from vlrt.gpu.device import require_torch, resolve_device
+from vlrt.gpu.device import borrowed_stream, new_stream, require_torch, resolve_device, share_primary_context
 
 Precision = Literal["fp16", "bf16", "fp32"]
 PRECISIONS: tuple[str, ...] = ("fp16", "bf16", "fp32")
@@ -33,11 +38,17 @@ class GpuEncoder:
         torch = require_torch()
         if precision not in PRECISIONS:
             raise VlrtError(f"unknown precision {precision!r}; available: {', '.join(PRECISIONS)}")
+        # Before the model (or resolving the device) initialises CUDA, so that FFmpeg's NVDEC can
+        # share the context with it later (vlrt.gpu.device).
+        share_primary_context(device)
         self.device = resolve_device(device)
         if precision == "fp16" and self.device.type == "cpu":
             raise VlrtError("fp16 autocast is for CUDA devices; on the CPU use precision 'fp32' (or 'bf16')")
         self.precision = precision
         self.model = model.to(self.device).eval()
+        # High priority: never the same stream as a decoding thread's (those have the default
+        # priority), and the GPU's consumer runs first whenever both have work queued.
+        self.stream = new_stream(self.device, priority=-1)  # None on the CPU
         self.config = model.config
         # max_frames, max_words, sampling and preprocessing, as a bundle manifest names them.
         self.settings = dict(settings or {})
@@ -74,17 +85,21 @@ class GpuEncoder:
         embeddings on the device; with `return_frames`, also the (B, T, D) frame embeddings."""
         torch = require_torch()
         pixels, mask = self._check_frames(pixels, mask)
-        with torch.inference_mode(), self.autocast():
+        with borrowed_stream(self.stream) as made, torch.inference_mode(), self.autocast():
             video, frames = self.model.encode_video(pixels, mask)  # (B, D), (B, T, D)
-        video, frames = video.float(), frames.float()
+            video, frames = video.float(), frames.float()
+            made += [video, frames]
         return (video, frames) if return_frames else video
 
     def encode_images(self, images: Any) -> Any:
         """(N, 3, S, S) -> (N, D) float32 raw image-tower outputs (no head, no normalisation): the
         encode-only rate the benchmarks time."""
         torch = require_torch()
-        with torch.inference_mode(), self.autocast():
-            return self.model.clip.encode_image(images.to(self.device)).float()  # (N, D)
+        images = images.to(self.device)
+        with borrowed_stream(self.stream) as made, torch.inference_mode(), self.autocast():
+            out = self.model.clip.encode_image(images).float()  # (N, D)
+            made.append(out)
+        return out
 
     def encode_text(self, texts: str | Sequence[str]) -> Any:
         """Texts -> (N, D) float32 L2-normalised sentence embeddings on the device."""
@@ -95,9 +110,11 @@ class GpuEncoder:
             self._tokenizer = ClipTokenizer()
         words = int(self.settings.get("max_words") or self.config.text.context_length)
         ids = torch.from_numpy(self._tokenizer(texts, context_length=words)).to(self.device)  # (N, L)
-        with torch.inference_mode(), self.autocast():
+        with borrowed_stream(self.stream) as made, torch.inference_mode(), self.autocast():
             sentence, _ = self.model.encode_text(ids)  # (N, D)
-        return sentence.float()
+            sentence = sentence.float()
+            made.append(sentence)
+        return sentence
 
     def _check_frames(self, pixels: Any, mask: Any) -> tuple[Any, Any]:
         torch = require_torch()
@@ -112,7 +129,12 @@ class GpuEncoder:
         pixels = pixels.to(self.device, torch.float32 if self._dtype is None else pixels.dtype)
         if mask is None:
             return pixels, torch.ones(pixels.shape[:2], dtype=torch.float32, device=self.device)
-        mask = mask.to(self.device, torch.float32)
         if tuple(mask.shape) != tuple(pixels.shape[:2]):
             raise VlrtError(f"mask must have shape {tuple(pixels.shape[:2])} (B, T); got {tuple(mask.shape)}")
-        return pixels, mask
+        # Checked where the mask is (a device sync if that is the GPU; the pipeline's is on the host).
+        empty = (mask == 0).all(dim=1)  # (B,)
+        if bool(empty.any()):
+            rows = empty.nonzero().flatten().tolist()
+            raise VlrtError(f"mask rows {rows} select no frame; every video needs at least one (with none, the "
+                            "head has nothing to attend to or average, and fp16 turns the embedding into NaN)")
+        return pixels, mask.to(self.device, torch.float32)

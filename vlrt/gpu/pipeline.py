@@ -10,6 +10,11 @@ on the calling thread, bounded clips in flight and bounded runs of errors), give
 torch batcher. Sampling is the CPU path's own `sample_indices`, so both paths see the same frame
 indices.
 
+Streams: a loader decodes and preprocesses a clip on its thread's decode stream and records an
+event there; the batcher, on the encoder's stream, waits for each clip's event before it reads the
+clip, and the encoder runs on that stream too. Decoding threads and the encoder thus overlap, and
+nothing waits on the legacy default stream, where NVDEC's copies are queued.
+
 UNVERIFIED ON A GPU: the pipeline runs end to end on the CPU here (device "cpu": CPU decoding,
 PyTorch preprocessing and encoding), which is how its plumbing is tested; the CUDA run is the GPU
 session's job (docs/gpu.md).
@@ -25,7 +30,7 @@ import numpy as np
 
 from vlrt.errors import VlrtError
 from vlrt.gpu.decode import Fallback, GpuDecoder, GpuDecodeStats
-from vlrt.gpu.device import require_torch
+from vlrt.gpu.device import on_stream, record_event, require_torch, share_primary_context, wait_event
 from vlrt.gpu.encode import GpuEncoder
 from vlrt.gpu.preprocess import GpuPreprocess
 from vlrt.runtime.pipeline import encode_stream, sample_indices
@@ -40,6 +45,7 @@ class GpuClip:
     indices: list[int]
     info: VideoInfo
     stats: GpuDecodeStats
+    ready: Any = None  # event on the decode stream after the clip's last kernel; None on the CPU
 
 
 @dataclasses.dataclass
@@ -74,12 +80,14 @@ class GpuClipLoader:
         if not indices:
             raise VlrtError(f"{path}: no frames to sample")
         stats = GpuDecodeStats()
-        frames = self.decoder.read_frames(path, indices, info=info, stats=stats)  # n x (3, H, W) uint8
-        pixels = self.preprocess.frames_list(frames)  # (n, 3, S, S)
-        size = self.preprocess.pre.size
-        padded = torch.zeros((self.max_frames, 3, size, size), dtype=pixels.dtype, device=pixels.device)
-        padded[:len(indices)] = pixels  # (T, 3, S, S)
-        return GpuClip(path, padded, len(indices), indices, info, stats)
+        stream = self.decoder.stream()
+        with on_stream(stream):  # the whole clip on this thread's decode stream
+            frames = self.decoder.read_frames(path, indices, info=info, stats=stats)  # n x (3, H, W) uint8
+            pixels = self.preprocess.frames_list(frames)  # (n, 3, S, S)
+            size = self.preprocess.pre.size
+            padded = torch.zeros((self.max_frames, 3, size, size), dtype=pixels.dtype, device=pixels.device)
+            padded[:len(indices)] = pixels  # (T, 3, S, S)
+        return GpuClip(path, padded, len(indices), indices, info, stats, ready=record_event(stream))
 
 
 class GpuPipeline:
@@ -94,6 +102,8 @@ class GpuPipeline:
         if missing:
             raise VlrtError(f"the encoder's settings lack {', '.join(missing)}; build it with "
                             "GpuEncoder.from_checkpoint or pass settings=")
+        # Before the decoder is built: FFmpeg shares the CUDA context only with the flags set here.
+        share_primary_context(encoder.device)
         self.encoder = encoder
         decoder = decoder or GpuDecoder(device=encoder.device, fallback=fallback)
         torch = require_torch()
@@ -108,7 +118,7 @@ class GpuPipeline:
         Bounds on clips in flight and paths read ahead: `encode_stream`'s."""
         return encode_stream(map(os.fspath, paths), self.loader, self._encode, batch_size=self.batch_size,
                              workers=self.workers, in_flight=self.in_flight, result=GpuResult,
-                             collate=_stack_clips)
+                             collate=self._collate)
 
     def encode_videos(self, paths: Iterable[str | os.PathLike]) -> np.ndarray:
         """(N, D) float32 L2-normalised embeddings; VlrtError naming the first file that fails."""
@@ -119,16 +129,24 @@ class GpuPipeline:
             out.append(result.embedding)
         return np.stack(out) if out else np.zeros((0, self.encoder.embed_dim), np.float32)
 
+    def _collate(self, clips: list[GpuClip]) -> tuple[Any, Any]:
+        """A batch: pixels (B, T, 3, S, S) stacked on the encoder's stream once each clip's
+        decode-side work is done, and the prefix mask (B, T) on the host, where the encoder checks
+        it without waiting for the device."""
+        torch = require_torch()
+        stream = self.encoder.stream
+        with on_stream(stream):
+            for c in clips:
+                wait_event(stream, c.ready, [c.pixels])
+            pixels = torch.stack([c.pixels for c in clips])  # (B, T, 3, S, S)
+        mask = torch.zeros(pixels.shape[:2], dtype=torch.float32)  # (B, T)
+        for b, c in enumerate(clips):
+            mask[b, :c.n_frames] = 1.0
+        return pixels, mask
+
     def _encode(self, pixels: Any, mask: Any) -> tuple[np.ndarray, np.ndarray]:
-        video, frames = self.encoder.encode_frames(pixels, mask, return_frames=True)  # (B, D), (B, T, D)
-        return video.cpu().numpy(), frames.cpu().numpy()
-
-
-def _stack_clips(clips: list[GpuClip]) -> tuple[Any, Any]:
-    """A batch on the clips' device: pixels (B, T, 3, S, S) and the prefix mask (B, T)."""
-    torch = require_torch()
-    pixels = torch.stack([c.pixels for c in clips])  # (B, T, 3, S, S)
-    mask = torch.zeros(pixels.shape[:2], dtype=torch.float32, device=pixels.device)  # (B, T)
-    for b, c in enumerate(clips):
-        mask[b, :c.n_frames] = 1.0
-    return pixels, mask
+        # On the encoder's stream itself: no other stream waits for the encoder, and the copies to
+        # the host wait for it (they synchronise with that stream).
+        with on_stream(self.encoder.stream):
+            video, frames = self.encoder.encode_frames(pixels, mask, return_frames=True)  # (B, D), (B, T, D)
+            return video.cpu().numpy(), frames.cpu().numpy()

@@ -6,7 +6,7 @@ bicubic resize, centre crop with Python's round, /255, normalise in float32. The
 `interpolate(mode="bicubic", antialias=True)` (PIL's kernel, a = -0.5, widened when shrinking) run
 as PIL runs it: horizontal pass, round and clamp to 0..255, vertical pass, round and clamp. On the
 CPU this equals PIL's fixed-point result except for ~0.05% of values, off by 1-2 levels
-(tests/gpu/test_preprocess.py asserts it; the CUDA kernels are expected to agree as closely).
+(tests/gpu/test_gpu_preprocess.py asserts it; the CUDA kernels are expected to agree as closely).
 
 A fused CUDA kernel (kernels/preprocess.cu, another engineer's work) can replace the PyTorch ops:
 pass it as `kernel`, a callable with the `FusedPreprocessKernel` signature below.
@@ -27,7 +27,7 @@ class FusedPreprocessKernel(Protocol):
     the shorter-side resize; box: (left, top, right, bottom) of the crop in the resized image;
     mean/std per RGB channel; dtype: the output dtype. Returns (N, 3, box height, box width) of
     `dtype`, holding what the PyTorch path computes (two rounded bicubic passes, crop, /255,
-    normalise) within the tolerance tests/gpu/test_preprocess.py asserts.
+    normalise) within the tolerance tests/gpu/test_gpu_preprocess.py asserts.
     """
 
     def __call__(self, frames: Any, *, size: tuple[int, int], box: tuple[int, int, int, int],
