@@ -4,6 +4,7 @@ shared library the GPU tests load.
     python kernels/build.py check [--arch 87 ...] [--out DIR]         # compile, link, verify; no GPU needed
     python kernels/build.py lib --arch 90 [--out DIR]                  # libvlrt_kernels.so for one GPU
     python kernels/build.py nvcc                                       # print the nvcc found (for CMake)
+    python kernels/build.py inspect FILE [--arch 90]                   # device code in an object or library
 
 nvcc comes, in this order, from $VLRT_NVCC or $CUDACXX, the `nvidia-cuda-nvcc` wheel in this
 Python environment (site-packages/nvidia/cu13/bin/nvcc), PATH, /usr/local/cuda/bin. TensorRT's
@@ -174,21 +175,27 @@ def build(out_dir: Path, archs: tuple[str, ...] = DEFAULT_ARCHS, *, plugin: bool
     return report
 
 
-def fatbin_entries(obj: Path) -> list[tuple[str, int, bool]]:
-    """(kind, arch, payload_is_cuda_elf) of every entry in an object's .nv_fatbin section.
+def fatbin_containers(obj: Path) -> list[list[tuple[str, int, bool]]]:
+    """The fatbin containers in an object's or library's .nv_fatbin section, each as its entries
+    (kind, arch, payload_is_cuda_elf).
 
-    kind is "elf" (a cubin) or "ptx"; arch is the SM number (87, 90, ...). The section is the
-    fatbin container nvcc embeds: a 16-byte header (magic 0xBA55ED50, version, header size,
-    payload size), then entries, each a header (kind at 0, its own size at 4, payload size at 8,
-    arch at 28) followed by its payload.
+    kind is "elf" (a cubin) or "ptx"; arch is the SM number (87, 90, ...). An object holds one
+    container; a linked library one per object with device code, and one from the static CUDA
+    runtime. A container is a 16-byte header (magic 0xBA55ED50, version, header size, payload
+    size), then entries, each a header (kind at 0, its own size at 4, payload size at 8, arch at
+    28) followed by its payload. Containers are 8-byte aligned; the gaps are zeros.
     """
     section = _elf_section(obj.read_bytes(), ".nv_fatbin")
-    entries = []
+    containers = []
     offset = 0
     while offset + 16 <= len(section):
         magic, _, header, size = struct.unpack_from("<IHHQ", section, offset)
         if magic != FATBIN_MAGIC:
+            if magic == 0:
+                offset += 8
+                continue
             break
+        entries = []
         pos, end = offset + header, offset + header + size
         while pos < end:
             kind, _, entry_header, payload = struct.unpack_from("<HHIQ", section, pos)
@@ -197,8 +204,34 @@ def fatbin_entries(obj: Path) -> list[tuple[str, int, bool]]:
             is_cuda_elf = body[:4] == b"\x7fELF" and struct.unpack_from("<H", body, 18)[0] == EM_CUDA
             entries.append(({1: "ptx", 2: "elf"}.get(kind, f"kind{kind}"), arch, is_cuda_elf))
             pos += entry_header + payload
+        containers.append(entries)
         offset = end
-    return entries
+    return containers
+
+
+def fatbin_entries(obj: Path) -> list[tuple[str, int, bool]]:
+    """Every entry of every fatbin container in `obj` (see `fatbin_containers`)."""
+    return [entry for container in fatbin_containers(obj) for entry in container]
+
+
+def runs_on(entries: list[tuple[str, int, bool]], arch: int) -> bool:
+    """Whether one container's entries hold code a device of compute capability `arch` runs: a
+    cubin of exactly that architecture (the build lists each one it targets), or PTX of an older
+    or equal one, which the driver compiles when the library loads."""
+    return any((kind == "elf" and is_elf and a == arch) or (kind == "ptx" and a <= arch)
+               for kind, a, is_elf in entries)
+
+
+def missing_device_code(library: Path, arch: int) -> str | None:
+    """Why `library` cannot run vlrt's kernels on an sm_`arch` device, or None when it can: each
+    kernel source is its own container, so at least that many containers must run there."""
+    containers = fatbin_containers(library)
+    usable = sum(runs_on(c, arch) for c in containers)
+    needed = sum(s.endswith(".cu") for s in SOURCES)
+    if usable >= needed:
+        return None
+    found = [[f"{k}:sm_{a}" for k, a, _ in c] for c in containers]
+    return f"{library}: {usable} of the {needed} kernel containers have code for sm_{arch} (found {found})"
 
 
 def _elf_section(data: bytes, name: str) -> bytes:
@@ -264,8 +297,10 @@ def _summary(report: Report, problems: list[str], total: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("check", "lib", "nvcc"))
-    parser.add_argument("--arch", action="append", help="SM number, repeatable (default: 87 and 90 for check)")
+    parser.add_argument("command", choices=("check", "lib", "nvcc", "inspect"))
+    parser.add_argument("file", nargs="?", type=Path, help="inspect: the object or library to read")
+    parser.add_argument("--arch", action="append",
+                        help="SM number, repeatable (default: 80, 87, 89 and 90); inspect: the device's")
     parser.add_argument("--out", type=Path, default=Path("build/kernels"), help="output folder")
     parser.add_argument("--no-plugin", action="store_true", help="leave the TensorRT plugin out")
     args = parser.parse_args(argv)
@@ -273,6 +308,16 @@ def main(argv: list[str] | None = None) -> int:
         nvcc = find_nvcc()
         print(nvcc or "", end="\n" if nvcc else "")
         return 0 if nvcc else 1
+    if args.command == "inspect":
+        if args.file is None or not args.file.is_file():
+            parser.error("inspect needs an existing object or library")
+        containers = fatbin_containers(args.file)
+        print(json.dumps({"file": str(args.file), "bytes": args.file.stat().st_size,
+                          "fatbins": [[f"{k}:sm_{a}" for k, a, _ in c] for c in containers]}, indent=2))
+        problems = [p for a in args.arch or () if (p := missing_device_code(args.file, int(a)))]
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 1 if problems else 0
     archs = tuple(args.arch or DEFAULT_ARCHS)
     start = time.perf_counter()
     try:

@@ -85,27 +85,45 @@ __device__ __forceinline__ float settle(float v, int rounding, float offset = 0.
     return fminf(fmaxf(v, 0.0f), 255.0f);
 }
 
-// BT.601 limited range: Y in [16, 235], Cb and Cr in [16, 240].
-constexpr double kYScale = 255.0 / 219.0;
-constexpr double kCScale = 255.0 / 224.0;
-constexpr float kY = static_cast<float>(kYScale);
-constexpr float kRCr = static_cast<float>(2.0 * (1.0 - 0.299) * kCScale);
-constexpr float kGCb = static_cast<float>(2.0 * (1.0 - 0.114) * 0.114 / 0.587 * kCScale);
-constexpr float kGCr = static_cast<float>(2.0 * (1.0 - 0.299) * 0.299 / 0.587 * kCScale);
-constexpr float kBCb = static_cast<float>(2.0 * (1.0 - 0.114) * kCScale);
+// NV12 -> RGB: R = Y' + rcr Cr', G = Y' - gcb Cb' - gcr Cr', B = Y' + bcb Cb', with
+// Y' = (Y - y_offset) * y_scale and C' = C - 128; the range's chroma scale is folded into the four
+// chroma coefficients. Computed once on the host in double precision, then rounded to float.
+struct Yuv {
+    float y_offset;
+    float y_scale;
+    float rcr, gcb, gcr, bcb;
+};
 
-__device__ __forceinline__ float3 nv12_pixel(const unsigned char* luma, const unsigned char* chroma, int x,
-                                             int rounding) {
-    const float y = (static_cast<float>(luma[x]) - 16.0f) * kY;
+__host__ Yuv make_yuv(int matrix, int range) {
+    const bool bt709 = matrix == VLRT_MATRIX_BT709;
+    const double kr = bt709 ? 0.2126 : 0.299, kb = bt709 ? 0.0722 : 0.114, kg = 1.0 - kr - kb;
+    const bool full = range == VLRT_RANGE_FULL;
+    const double y_scale = full ? 1.0 : 255.0 / 219.0, c_scale = full ? 1.0 : 255.0 / 224.0;
+    Yuv c;
+    c.y_offset = full ? 0.0f : 16.0f;
+    c.y_scale = static_cast<float>(y_scale);
+    c.rcr = static_cast<float>(2.0 * (1.0 - kr) * c_scale);
+    c.gcb = static_cast<float>(2.0 * (1.0 - kb) * kb / kg * c_scale);
+    c.gcr = static_cast<float>(2.0 * (1.0 - kr) * kr / kg * c_scale);
+    c.bcb = static_cast<float>(2.0 * (1.0 - kb) * c_scale);
+    return c;
+}
+
+// One pixel of an NV12 row: x's chroma pair is x / 2 (rounded down), so the last column of an
+// odd-width frame reads the last of its ceil(width / 2) pairs.
+__device__ __forceinline__ float3 nv12_pixel(const Yuv& m, const unsigned char* luma, const unsigned char* chroma,
+                                             int x, int rounding) {
+    const float y = (static_cast<float>(luma[x]) - m.y_offset) * m.y_scale;
     const float cb = static_cast<float>(chroma[2 * (x >> 1)]) - 128.0f;
     const float cr = static_cast<float>(chroma[2 * (x >> 1) + 1]) - 128.0f;
-    return make_float3(settle(fmaf(kRCr, cr, y), rounding, 0.0f), settle(y - kGCb * cb - kGCr * cr, rounding, 0.0f),
-                       settle(fmaf(kBCb, cb, y), rounding, 0.0f));
+    return make_float3(settle(fmaf(m.rcr, cr, y), rounding, 0.0f),
+                       settle(y - m.gcb * cb - m.gcr * cr, rounding, 0.0f),
+                       settle(fmaf(m.bcb, cb, y), rounding, 0.0f));
 }
 
 // Horizontal pass of source row `y` for one output column.
-__device__ float3 horizontal(const VlrtFrames& f, size_t frame, int y, int first, int count, const float* w,
-                             int rounding) {
+__device__ float3 horizontal(const VlrtFrames& f, const Yuv& yuv, size_t frame, int y, int first, int count,
+                             const float* w, int rounding) {
     float3 acc = make_float3(0.0f, 0.0f, 0.0f);
     const unsigned char* row = f.plane0 + frame * f.frame_stride0 + y * f.pitch0;
     if (f.format == VLRT_RGB24) {
@@ -116,9 +134,10 @@ __device__ float3 horizontal(const VlrtFrames& f, size_t frame, int y, int first
             acc.z = fmaf(w[k], p[2], acc.z);
         }
     } else {
+        // Row y's chroma row is y / 2 (rounded down): an odd height's last row reads the last chroma row.
         const unsigned char* chroma = f.plane1 + frame * f.frame_stride1 + (y >> 1) * f.pitch1;
         for (int k = 0; k < count; ++k) {
-            const float3 p = nv12_pixel(row, chroma, first + k, rounding);
+            const float3 p = nv12_pixel(yuv, row, chroma, first + k, rounding);
             acc.x = fmaf(w[k], p.x, acc.x);
             acc.y = fmaf(w[k], p.y, acc.y);
             acc.z = fmaf(w[k], p.z, acc.z);
@@ -168,7 +187,7 @@ __device__ void tile_taps(const Axis& X, const Axis& Y, int size, const Taps& t)
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-preprocess_kernel(VlrtFrames f, Axis X, Axis Y, int size, int rounding, Norm norm, T* __restrict__ out) {
+preprocess_kernel(VlrtFrames f, Yuv yuv, Axis X, Axis Y, int size, int rounding, Norm norm, T* __restrict__ out) {
     extern __shared__ __align__(16) unsigned char shared[];
     const Taps t = carve(shared, X);
     const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kTile + tx;
@@ -186,7 +205,7 @@ preprocess_kernel(VlrtFrames f, Axis X, Axis Y, int size, int rounding, Norm nor
         const int rows = min(kChunk, rows_hi - r0);
         for (int i = tid; i < rows * kTile; i += kThreads) {
             const int rr = i / kTile, c = i % kTile;
-            const float3 v = horizontal(f, frame, r0 + rr, t.first[c], t.count[c], t.wx + c * X.taps, rounding);
+            const float3 v = horizontal(f, yuv, frame, r0 + rr, t.first[c], t.count[c], t.wx + c * X.taps, rounding);
             float* dst = t.tmp + 3 * (rr * kTile + c);
             dst[0] = v.x;
             dst[1] = v.y;
@@ -224,6 +243,8 @@ int check_frames(const VlrtFrames* f, int batch) {
     if (f->width < 1 || f->height < 1) return VLRT_BAD_ARGUMENT;
     if (f->width > VLRT_PREPROCESS_MAX_SIDE || f->height > VLRT_PREPROCESS_MAX_SIDE) return VLRT_TOO_LARGE;
     if (f->frame_stride0 < 0 || f->frame_stride1 < 0) return VLRT_BAD_ARGUMENT;
+    if (f->matrix != VLRT_MATRIX_BT601 && f->matrix != VLRT_MATRIX_BT709) return VLRT_BAD_ARGUMENT;
+    if (f->range != VLRT_RANGE_LIMITED && f->range != VLRT_RANGE_FULL) return VLRT_BAD_ARGUMENT;
     if (f->format == VLRT_RGB24) return f->pitch0 >= 3LL * f->width ? VLRT_OK : VLRT_BAD_ARGUMENT;
     if (!f->plane1 || f->pitch0 < f->width || f->pitch1 < 2LL * ((f->width + 1) / 2)) return VLRT_BAD_ARGUMENT;
     return VLRT_OK;
@@ -270,11 +291,12 @@ extern "C" int vlrt_preprocess(const VlrtFrames* frames, int batch, int size, in
     if (batch == 0) return VLRT_OK;
     const dim3 grid((size + kTile - 1) / kTile, (size + kTile - 1) / kTile, batch), block(kTile, kTile);
     const size_t shared = shared_bytes(X, Y);
+    const Yuv yuv = make_yuv(frames->matrix, frames->range);
     if (out_dtype == VLRT_FLOAT32)
-        VLRT_LAUNCH(preprocess_kernel<float>, grid, block, shared, stream)(*frames, X, Y, size, rounding, norm,
+        VLRT_LAUNCH(preprocess_kernel<float>, grid, block, shared, stream)(*frames, yuv, X, Y, size, rounding, norm,
                                                                           static_cast<float*>(out));
     else
-        VLRT_LAUNCH(preprocess_kernel<__half>, grid, block, shared, stream)(*frames, X, Y, size, rounding, norm,
+        VLRT_LAUNCH(preprocess_kernel<__half>, grid, block, shared, stream)(*frames, yuv, X, Y, size, rounding, norm,
                                                                            static_cast<__half*>(out));
     return static_cast<int>(cudaGetLastError());
 }

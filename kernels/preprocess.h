@@ -1,6 +1,6 @@
-// Fused frame preprocessing on the GPU: decoded frame (packed RGB24, or NV12 with BT.601
-// limited-range YUV) -> CLIP's shorter-side bicubic resize -> centre crop -> /255, (x - mean) / std
-// -> planar [3, S, S] float16 or float32, in one kernel.
+// Fused frame preprocessing on the GPU: decoded frame (packed RGB24, or NV12 in BT.601 or BT.709,
+// limited or full range) -> CLIP's shorter-side bicubic resize -> centre crop -> /255,
+// (x - mean) / std -> planar [3, S, S] float16 or float32, in one kernel.
 // Reference: vlrt/ops/preprocess_ref.py. Launch configuration and limits: docs/kernels.md.
 #ifndef VLRT_PREPROCESS_H
 #define VLRT_PREPROCESS_H
@@ -17,6 +17,19 @@ enum VlrtPixelFormat {
                      // ceil(width / 2) interleaved Cb Cr pairs
 };
 
+// The YUV -> RGB matrix and range of NV12 frames: the frame's colour tags, which the CPU path's
+// swscale honours (PyAV's frame.colorspace and frame.color_range; untagged frames are BT.601,
+// limited). Other matrices (BT.2020, SMPTE 240M, FCC) are refused rather than converted wrongly.
+enum VlrtMatrix {
+    VLRT_MATRIX_BT601 = 0,  // Kr = 0.299, Kb = 0.114 (BT.470BG, SMPTE 170M)
+    VLRT_MATRIX_BT709 = 1,  // Kr = 0.2126, Kb = 0.0722
+};
+
+enum VlrtRange {
+    VLRT_RANGE_LIMITED = 0,  // Y in [16, 235], Cb and Cr in [16, 240] ("MPEG", tv)
+    VLRT_RANGE_FULL = 1,     // Y, Cb and Cr in [0, 255] ("JPEG", pc)
+};
+
 enum VlrtRounding {
     VLRT_ROUND_UINT8 = 0,  // store each step as the CPU exact path does: the YUV -> RGB conversion
                            // truncates (swscale), each resize pass rounds half up (Pillow), all clip
@@ -28,7 +41,9 @@ enum VlrtRounding {
 #define VLRT_PREPROCESS_MAX_TAPS 257    // filter taps per axis: a downscale of at most 64x
 
 // A batch of equally sized frames in device memory. Frame i's plane p starts at
-// plane_p + i * frame_stride_p; rows are pitch_p bytes apart (decoders pad rows).
+// plane_p + i * frame_stride_p; rows are pitch_p bytes apart (decoders pad rows). NV12 frames of
+// odd width or height have ceil(width / 2) x ceil(height / 2) chroma samples; the last luma column
+// and row use the last chroma sample. A zero-initialised struct's colour fields mean BT.601 limited.
 typedef struct VlrtFrames {
     int format;  // VlrtPixelFormat
     int width;
@@ -39,6 +54,8 @@ typedef struct VlrtFrames {
     long long pitch1;
     long long frame_stride0;
     long long frame_stride1;
+    int matrix;  // VlrtMatrix: used by NV12, and must be a known value for every format
+    int range;   // VlrtRange: likewise
 } VlrtFrames;
 
 // CLIP's geometry for a width x height frame: the resized size (shorter side -> size, longer ->

@@ -11,6 +11,7 @@
 // getPluginCreators() is not exported: it lists IPluginV2-style creators, and this is a V3 plugin.
 #include <NvInferRuntime.h>
 
+#include <atomic>
 #include <climits>
 #include <cstdint>
 #include <cstring>
@@ -29,10 +30,19 @@ constexpr char const* kPluginName = "VlrtTokenMerge";
 constexpr char const* kPluginVersion = "1";
 constexpr char const* kPluginNamespace = "";
 
-ILogger* gLogger = nullptr;
+// TensorRT's logger finder, asked for the logger at each message: TensorRT may hand out a different
+// logger over the library's lifetime (each builder or runtime has its own), so a pointer taken at
+// load time could be stale or dangling. Atomic because plugins may be used from several threads.
+std::atomic<ILoggerFinder*> gLoggerFinder{nullptr};
 
-void logError(std::string const& message) {
-    if (gLogger != nullptr) gLogger->log(ILogger::Severity::kERROR, (std::string(kPluginName) + ": " + message).c_str());
+void logError(std::string const& message) noexcept {
+    try {
+        ILoggerFinder* const finder = gLoggerFinder.load(std::memory_order_acquire);
+        ILogger* const logger = finder != nullptr ? finder->findLogger() : nullptr;
+        if (logger != nullptr) logger->log(ILogger::Severity::kERROR, (std::string(kPluginName) + ": " + message).c_str());
+    } catch (...) {
+        // Called from TensorRT's noexcept interface methods: a failure to log must not terminate.
+    }
 }
 
 class TokenMergePlugin final : public IPluginV3,
@@ -197,7 +207,7 @@ private:
 }  // namespace
 
 extern "C" VLRT_EXPORT void setLoggerFinder(nvinfer1::ILoggerFinder* finder) {
-    gLogger = finder != nullptr ? finder->findLogger() : nullptr;
+    gLoggerFinder.store(finder, std::memory_order_release);
 }
 
 extern "C" VLRT_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {

@@ -1,6 +1,7 @@
 """GPU tests: `cuda`-marked tests skip where PyTorch sees no CUDA device; with VLRT_REQUIRE_GPU=1
-(set by benchmarks/gpu.py and docs/gpu.md's command on a GPU session) they fail instead, so a
-broken CUDA set-up cannot pass as a run of skips. The unmarked tests here run on the CPU.
+(set by tests/gpu/session.sh, which a GPU session runs) they fail instead, so a broken CUDA
+set-up cannot pass as a run of skips. tests/kernels follows the same rule. The unmarked tests
+here run on the CPU.
 
 Test videos are made by tests/video_assets.py (PyAV's own encoders), once per session.
 """

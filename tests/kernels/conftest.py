@@ -1,8 +1,12 @@
 """Fixtures of the kernel tests: the compile-only build and the CPU emulation (CPU), and the GPU
 library (CUDA).
 
-The CPU build skips only when no nvcc exists at all. GPU tests (marked `cuda`) skip when CuPy or
-a CUDA device is missing; set VLRT_REQUIRE_GPU=1 on a GPU machine to make that a failure.
+The CPU build skips only when no nvcc exists at all. GPU tests (marked `cuda`) drive the kernels
+through PyTorch tensors and streams (no CuPy). They load the library named by VLRT_KERNELS_LIB
+(built elsewhere, e.g. by `python kernels/build.py lib --arch 90`, since a GPU machine may have
+no nvcc), else build one for the device with the nvcc found here. They skip when PyTorch, a CUDA
+device or a library is missing; VLRT_REQUIRE_GPU=1 makes that a failure, and a VLRT_KERNELS_LIB
+that is missing or has no code for the device always fails.
 """
 from __future__ import annotations
 
@@ -11,9 +15,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 import kernel_bindings as kb
+import pytest
 
 
 @pytest.fixture(scope="session")
@@ -57,26 +60,35 @@ def _no_gpu(reason: str):
 
 
 @pytest.fixture(scope="session")
-def cupy():
+def torch_cuda():
+    """PyTorch, with a CUDA device it can use."""
     try:
-        import cupy
+        import torch
     except ImportError:
-        _no_gpu("CuPy is not installed")
-    try:
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            _no_gpu("no CUDA device")
-    except cupy.cuda.runtime.CUDARuntimeError as err:
-        _no_gpu(f"no CUDA device ({err})")
-    return cupy
+        _no_gpu("PyTorch is not installed")
+    if not torch.cuda.is_available():
+        _no_gpu("PyTorch sees no CUDA device")
+    return torch
 
 
 @pytest.fixture(scope="session")
-def gpu_lib(cupy, build_module, tmp_path_factory):
-    """libvlrt_kernels.so built for this device's architecture and loaded."""
+def gpu_lib(torch_cuda, build_module, tmp_path_factory):
+    """libvlrt_kernels.so with code for this device, loaded."""
+    major, minor = torch_cuda.cuda.get_device_capability()
+    arch = major * 10 + minor  # e.g. 90
+    given = os.environ.get("VLRT_KERNELS_LIB")
+    if given:
+        path = Path(given)
+        if not path.is_file():
+            pytest.fail(f"VLRT_KERNELS_LIB={given} does not exist")
+        problem = build_module.missing_device_code(path, arch)
+        if problem:
+            pytest.fail(problem)
+        return kb.load(path)
     if build_module.find_nvcc() is None:
-        _no_gpu("no nvcc found to build the kernels")
-    arch = cupy.cuda.Device().compute_capability  # e.g. "90"
-    report = build_module.build(tmp_path_factory.mktemp(f"kernels_sm{arch}"), (arch,), plugin=False, strict=False)
+        _no_gpu("no VLRT_KERNELS_LIB and no nvcc to build the kernels")
+    report = build_module.build(tmp_path_factory.mktemp(f"kernels_sm{arch}"), (str(arch),), plugin=False,
+                                strict=False)
     return kb.load(report.library)
 
 

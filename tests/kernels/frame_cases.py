@@ -27,7 +27,8 @@ CASES = [  # format, width, height, S
 
 def make_frames(rng: np.random.Generator, fmt: str, w: int, h: int, count: int = 3) -> list:
     """`count` frames: smooth gradients with noise and hard edges, then uniform noise (NV12 bytes
-    over 0..255, so out-of-gamut colours clip). RGB: (H, W, 3); NV12: (Y (H, W), UV (H/2, W/2, 2))."""
+    over 0..255, so out-of-gamut colours clip). RGB: (H, W, 3); NV12: (Y (H, W), UV (ceil(H/2),
+    ceil(W/2), 2))."""
     frames = []
     for k in range(count):
         if k % 2 == 0:
@@ -46,10 +47,14 @@ def make_frames(rng: np.random.Generator, fmt: str, w: int, h: int, count: int =
     return frames
 
 
-def reference(fmt: str, frame, size: int, rounding: str) -> np.ndarray:
+COLOURS = [(m, r) for m in ref.MATRICES for r in ref.RANGES]  # (matrix, color_range): every combination
+
+
+def reference(fmt: str, frame, size: int, rounding: str, matrix: str = "bt601",
+              color_range: str = "limited") -> np.ndarray:
     if fmt == "rgb24":
         return ref.preprocess_rgb(frame, size, rounding=rounding)
-    return ref.preprocess_nv12(*frame, size, rounding=rounding)
+    return ref.preprocess_nv12(*frame, size, rounding=rounding, matrix=matrix, color_range=color_range)
 
 
 def check_output(out: np.ndarray, expected: np.ndarray, rounding: str, dtype, fmt: str = "rgb24") -> None:
@@ -66,7 +71,8 @@ def check_output(out: np.ndarray, expected: np.ndarray, rounding: str, dtype, fm
     assert diff.max() <= stages * LEVEL + atol, diff.max() / LEVEL
 
 
-def emulate_float32(fmt: str, frame, size: int, rounding: str) -> np.ndarray:
+def emulate_float32(fmt: str, frame, size: int, rounding: str, matrix: str = "bt601",
+                    color_range: str = "limited") -> np.ndarray:
     """The kernel's arithmetic in float32 NumPy: float32 taps (computed in float64), float32 passes,
     settle after the conversion (truncate for "uint8") and each pass (round half up), then clip."""
     f32 = np.float32
@@ -80,12 +86,10 @@ def emulate_float32(fmt: str, frame, size: int, rounding: str) -> np.ndarray:
         y, uv = frame
         h, w = y.shape
         c = uv[np.arange(h)[:, None] // 2, np.arange(w)[None, :] // 2].astype(f32) - f32(128)  # (H, W, 2)
-        luma = (y.astype(f32) - f32(16)) * f32(ref.Y_SCALE)
+        k = ref.YuvCoefficients(*map(f32, ref.yuv_coefficients(matrix, color_range)))  # float64, then float32
+        luma = (y.astype(f32) - k.y_offset) * k.y_scale
         cb, cr = c[..., 0], c[..., 1]
-        k = {n: f32(v * ref.C_SCALE) for n, v in (("rcr", 2 * (1 - ref.KR)), ("bcb", 2 * (1 - ref.KB)),
-                                                   ("gcb", 2 * (1 - ref.KB) * ref.KB / ref.KG),
-                                                   ("gcr", 2 * (1 - ref.KR) * ref.KR / ref.KG))}
-        rgb = settle(np.stack([luma + k["rcr"] * cr, luma - k["gcb"] * cb - k["gcr"] * cr, luma + k["bcb"] * cb], -1),
+        rgb = settle(np.stack([luma + k.rcr * cr, luma - k.gcb * cb - k.gcr * cr, luma + k.bcb * cb], -1),
                      offset=0.0)
     h, w = rgb.shape[:2]
     g = ref.geometry(w, h, size)
@@ -96,3 +100,24 @@ def emulate_float32(fmt: str, frame, size: int, rounding: str) -> np.ndarray:
     mean = np.asarray(ref.CLIP_MEAN, f32)[:, None, None]
     inv_std = (f32(1) / np.asarray(ref.CLIP_STD, f32))[:, None, None]
     return (planes * f32(1 / 255) - mean) * inv_std
+
+
+# PyAV's tags for the kernel's matrices and ranges (AVColorSpace, AVColorRange values).
+AV_COLORSPACE = {"bt601": 6, "bt709": 1}  # SMPTE 170M (BT.601 525), BT.709
+AV_COLOR_RANGE = {"limited": 1, "full": 2}  # MPEG, JPEG
+
+
+def av_frame(y: np.ndarray, uv: np.ndarray, matrix: str, color_range: str):
+    """A PyAV yuv420p VideoFrame of these NV12 planes, tagged with the matrix and range: what the
+    CPU path decodes, and converts with swscale following the tags (`to_ndarray(format="rgb24")`)."""
+    from av.video.frame import VideoFrame
+
+    h, w = y.shape
+    frame = VideoFrame(w, h, "yuv420p")
+    for plane, data in zip(frame.planes, (y, uv[..., 0], uv[..., 1])):
+        rows = np.zeros((plane.height, plane.line_size), np.uint8)  # (rows, pitch): PyAV pads rows
+        rows[:, : data.shape[1]] = data
+        plane.update(rows.tobytes())
+    frame.colorspace = AV_COLORSPACE[matrix]
+    frame.color_range = AV_COLOR_RANGE[color_range]
+    return frame

@@ -1,11 +1,13 @@
 """ctypes bindings of libvlrt_kernels.so for the kernel tests (kernels/*.h are the source of truth).
 
 Host-side functions (geometry, argument checks) run anywhere the library loads. The launchers take
-device pointers: CupyMemory gives them on a GPU; HostMemory gives host pointers to the CPU
-emulator's build of the same sources (tests/kernels/emulator).
+device pointers: TorchMemory gives them on a GPU (PyTorch tensors' data_ptr(), launches on a torch
+CUDA stream); HostMemory gives host pointers to the CPU emulator's build of the same sources
+(tests/kernels/emulator). Nothing here needs CuPy or nvcc.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import sys
@@ -19,6 +21,8 @@ VLRT_OK, VLRT_BAD_ARGUMENT, VLRT_TOO_LARGE, VLRT_BAD_MERGE, VLRT_ALIASED = 0, -1
 VLRT_FLOAT32, VLRT_FLOAT16 = 0, 1
 VLRT_RGB24, VLRT_NV12 = 0, 1
 ROUNDING = {"uint8": 0, "none": 1}
+MATRIX = {"bt601": 0, "bt709": 1}  # VlrtMatrix
+RANGE = {"limited": 0, "full": 1}  # VlrtRange
 TOKEN_MERGE_MAX_TOKENS = 2048
 
 
@@ -46,6 +50,8 @@ class Frames(ctypes.Structure):
         ("pitch1", ctypes.c_longlong),
         ("frame_stride0", ctypes.c_longlong),
         ("frame_stride1", ctypes.c_longlong),
+        ("matrix", ctypes.c_int),
+        ("range", ctypes.c_int),
     ]
 
 
@@ -81,6 +87,8 @@ def floats3(values) -> ctypes.Array:
 class HostMemory:
     """Buffers for the CPU emulator of the kernels, where device pointers are host pointers."""
 
+    stream = None  # the emulator runs launches in order, at once
+
     def upload(self, a):
         return np.ascontiguousarray(a)
 
@@ -97,27 +105,52 @@ class HostMemory:
         pass
 
 
-class CupyMemory:
-    """Buffers on the GPU through CuPy. The library has its own CUDA runtime, so launches are
-    ordered against CuPy's work by synchronising the device, not by sharing a stream."""
+class TorchMemory:
+    """Buffers as PyTorch tensors; on a CUDA device, launches go on a non-default torch stream.
 
-    def __init__(self, cupy):
-        self.cupy = cupy
+    The library links its own (static) CUDA runtime, but a stream handle is the driver's and both
+    runtimes use the device's primary context, so torch's stream should order the library's
+    launches after torch's work. The run_* helpers rely on that: they launch right after torch
+    queues the NaN fill of the outputs, with no host synchronisation in between, on a torch stream
+    (non-blocking, so the legacy default stream would not order it either); a launch that ignored
+    the handle could run before the fill and leave NaN, though nothing forces that race to show.
+    device="cpu" gives host tensors for the CPU emulator, which runs the same code without a stream."""
+
+    def __init__(self, torch, device: str = "cuda"):
+        self.torch = torch
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            self.cuda_stream = torch.cuda.Stream(self.device)
+            self.stream = ctypes.c_void_p(self.cuda_stream.cuda_stream)
+        else:
+            self.cuda_stream = None
+            self.stream = None
+
+    def on_stream(self):
+        return self.torch.cuda.stream(self.cuda_stream) if self.cuda_stream else contextlib.nullcontext()
 
     def upload(self, a):
-        return self.cupy.asarray(a)
+        with self.on_stream():
+            return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
 
     def full(self, shape, value, dtype):
-        return self.cupy.full(shape, value, dtype)
+        with self.on_stream():
+            return self.torch.full(shape, value, dtype=_TORCH_DTYPES[np.dtype(dtype)](self.torch), device=self.device)
 
     def address(self, a) -> int:
-        return a.data.ptr
+        return a.data_ptr()
 
     def download(self, a):
-        return self.cupy.asnumpy(a)
+        self.synchronize()
+        return a.cpu().numpy()
 
     def synchronize(self) -> None:
-        self.cupy.cuda.Device().synchronize()
+        if self.cuda_stream is not None:
+            self.cuda_stream.synchronize()
+
+
+_TORCH_DTYPES = {np.dtype(np.float32): lambda t: t.float32, np.dtype(np.float16): lambda t: t.float16,
+                 np.dtype(np.uint8): lambda t: t.uint8}
 
 
 def run_token_merge(lib, mem, x: np.ndarray, size: np.ndarray, r: int):
@@ -126,9 +159,8 @@ def run_token_merge(lib, mem, x: np.ndarray, size: np.ndarray, r: int):
     dtype = VLRT_FLOAT16 if x.dtype == np.float16 else VLRT_FLOAT32
     dx, ds = mem.upload(x), mem.upload(size)
     ox, os_ = mem.full((b, n - r, c), np.nan, x.dtype), mem.full((b, n - r), np.nan, x.dtype)
-    mem.synchronize()
     status = lib.vlrt_token_merge(mem.address(dx), mem.address(ds), mem.address(ox), mem.address(os_), b, n, c, r,
-                                  dtype, None)
+                                  dtype, mem.stream)
     mem.synchronize()
     return status, mem.download(ox), mem.download(os_)
 
@@ -153,18 +185,18 @@ def pack_frames(fmt: str, frames: list, w: int, h: int) -> list[tuple[np.ndarray
 
 
 def run_preprocess(lib, mem, fmt: str, frames: list, w: int, h: int, size: int, rounding: str, dtype,
-                   mean, std):
+                   mean, std, *, matrix: str = "bt601", color_range: str = "limited"):
     """vlrt_preprocess of a batch of frames on outputs filled with NaN; returns (status, [B, 3, S, S])."""
     planes = pack_frames(fmt, frames, w, h)
     buffers = [mem.upload(p[0]) for p in planes]
     second = (mem.address(buffers[1]), planes[1][1], planes[1][2]) if fmt == "nv12" else (None, 0, 0)
     desc = Frames(format=VLRT_RGB24 if fmt == "rgb24" else VLRT_NV12, width=w, height=h,
                   plane0=mem.address(buffers[0]), plane1=second[0], pitch0=planes[0][1], pitch1=second[1],
-                  frame_stride0=planes[0][2], frame_stride1=second[2])
+                  frame_stride0=planes[0][2], frame_stride1=second[2], matrix=MATRIX[matrix],
+                  range=RANGE[color_range])
     out = mem.full((len(frames), 3, size, size), np.nan, dtype)
-    mem.synchronize()
     status = lib.vlrt_preprocess(ctypes.byref(desc), len(frames), size, ROUNDING[rounding], floats3(mean),
                                  floats3(std), mem.address(out), VLRT_FLOAT16 if dtype == np.float16 else VLRT_FLOAT32,
-                                 None)
+                                 mem.stream)
     mem.synchronize()
     return status, mem.download(out)

@@ -36,8 +36,13 @@ public:
 
 class Finder : public ILoggerFinder {
 public:
-    ILogger* findLogger() override { return &logger; }
+    ILogger* findLogger() override {
+        ++calls;
+        return current;
+    }
     Logger logger;
+    ILogger* current = &logger;
+    int calls = 0;
 };
 
 PluginTensorDesc tensor(DataType type, std::vector<int64_t> const& dims, TensorFormat format = TensorFormat::kLINEAR) {
@@ -174,6 +179,21 @@ int main(int argc, char** argv) {
         delete copy;
         delete plugin;
     }
+    // TensorRT may change the logger after loading the library: the plugin must ask each time.
+    int32_t rBad = -5;
+    PluginField badField("r", &rBad, PluginFieldType::kINT32, 1);
+    Logger later;
+    finder.logger.errors.clear();
+    finder.current = &later;
+    int const callsBefore = finder.calls;
+    expect(create(creator, &badField, 1) == nullptr && later.errors.size() == 1 && finder.logger.errors.empty() &&
+               finder.calls == callsBefore + 1,
+           "errors go to the logger the finder returns now, not the one at load");
+    finder.current = nullptr;
+    expect(create(creator, &badField, 1) == nullptr, "no logger: refused without logging");
+    setLoggerFinder(nullptr);
+    expect(create(creator, &badField, 1) == nullptr && later.errors.size() == 1, "no finder: refused without logging");
+
     std::printf("%d passed, %d failed\n", gPassed, gFailed);
     return gFailed == 0 ? 0 : 1;
 }

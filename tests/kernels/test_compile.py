@@ -7,13 +7,13 @@ CI runs this with the nvcc wheels listed in docs/kernels.md; it skips only when 
 from __future__ import annotations
 
 import ctypes
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 import kernel_bindings as kb
+import pytest
 
 
 def test_every_kernel_has_a_cubin_for_every_arch(kernels_build, build_module):
@@ -27,6 +27,19 @@ def test_every_kernel_has_a_cubin_for_every_arch(kernels_build, build_module):
         assert cubins == [80, 87, 89, 90], (c.source, entries)
         assert ("ptx", 90, False) in entries, (c.source, entries)  # PTX of the newest, for later GPUs
     assert build_module.verify(kernels_build) == []
+
+
+def test_cmake_defaults_match_the_checked_architectures(build_module):
+    """CMakeLists.txt's default targets are what the check compiles: SASS for each of build.py's
+    DEFAULT_ARCHS ("NN-real"), and SASS plus PTX for the newest (plain "NN"), as build.py's gencode."""
+    text = (kb.ROOT / "CMakeLists.txt").read_text()
+    match = re.search(r'set\(VLRT_CUDA_ARCHITECTURES "([^"]*)" CACHE STRING', text)
+    assert match, "VLRT_CUDA_ARCHITECTURES default not found in CMakeLists.txt"
+    targets = match.group(1).split(";")
+    newest = max(build_module.DEFAULT_ARCHS, key=int)
+    assert targets == [f"{a}-real" for a in build_module.DEFAULT_ARCHS if a != newest] + [newest]
+    assert "80" in build_module.DEFAULT_ARCHS  # A100
+    assert build_module.gencode(build_module.DEFAULT_ARCHS)[-1] == f"-gencode=arch=compute_{newest},code=compute_{newest}"
 
 
 def test_cuobjdump_agrees(kernels_build, build_module):
@@ -58,7 +71,7 @@ def test_plugin_host_check(kernels_build, tmp_path):
                     "-o", str(exe), "-ldl"], check=True, capture_output=True, text=True)
     result = subprocess.run([str(exe), str(kernels_build.library)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "44 passed, 0 failed", result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "47 passed, 0 failed", result.stdout
 
 
 SIZES = [(640, 480), (480, 640), (451, 300), (1000, 100), (224, 224), (229, 224), (1920, 1080), (1, 1),
@@ -117,6 +130,14 @@ def test_preprocess_refuses_bad_arguments(host_lib):
 
     assert run(batch=0) == kb.VLRT_OK
     assert run(format=2) == kb.VLRT_BAD_ARGUMENT
+    assert run(matrix=2) == kb.VLRT_BAD_ARGUMENT  # BT.2020 and the rest are refused, not converted as BT.601
+    assert run(range=2) == kb.VLRT_BAD_ARGUMENT
+    assert run(matrix=-1) == kb.VLRT_BAD_ARGUMENT
+    nv12 = dict(format=kb.VLRT_NV12, pitch0=640, plane1=1 << 42, pitch1=640)
+    assert run(batch=0, matrix=kb.MATRIX["bt709"], range=kb.RANGE["full"], **nv12) == kb.VLRT_OK
+    odd = dict(nv12, width=641, height=481, pitch0=641)  # chroma rows hold ceil(641 / 2) = 321 pairs
+    assert run(**{**odd, "pitch1": 641}) == kb.VLRT_BAD_ARGUMENT
+    assert run(batch=0, **{**odd, "pitch1": 642}) == kb.VLRT_OK
     assert run(plane0=0) == kb.VLRT_BAD_ARGUMENT
     assert run(pitch0=1919) == kb.VLRT_BAD_ARGUMENT  # an RGB24 row is 3 * width bytes
     assert run(format=kb.VLRT_NV12, pitch0=640) == kb.VLRT_BAD_ARGUMENT  # no chroma plane

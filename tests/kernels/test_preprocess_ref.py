@@ -1,8 +1,9 @@
 """The fused-preprocessing reference (vlrt/ops/preprocess_ref.py) on the CPU.
 
 (a) against vlrt's exact CPU preprocessing (Pillow) on RGB frames of odd sizes, with the measured
-    differences as bounds; (b) its NV12 path against a separate per-pixel BT.601 conversion
-    followed by its RGB path. Differences are in pixel levels (0..255) unless said otherwise.
+    differences as bounds; (b) its NV12 path, in each matrix and range, against a separate
+    per-pixel conversion followed by its RGB path, and its conversion against vlrt.gpu.colour's
+    and swscale's. Differences are in pixel levels (0..255) unless said otherwise.
 """
 from __future__ import annotations
 
@@ -78,13 +79,19 @@ def test_geometry_matches_runtime_preprocess():
         assert (g.left, g.top) == pre.crop_box(w, h)[:2]
 
 
-def bt601(y: np.ndarray, uv: np.ndarray) -> np.ndarray:
+COLOURS = [(m, r) for m in ref.MATRICES for r in ref.RANGES]
+KR_KB = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}  # BT.601-7 and BT.709-6, Table "Derivation of luminance"
+
+
+def yuv_matrix(y: np.ndarray, uv: np.ndarray, matrix: str, color_range: str) -> np.ndarray:
     """A separate NV12 -> RGB: chroma repeated 2x2, then one 3x3 matrix on (Y', Cb, Cr) scaled to
-    [0, 1] luma and [-0.5, 0.5] chroma. (H, W), (H/2, W/2, 2) uint8 -> (H, W, 3) float64, unclipped."""
+    [0, 1] luma and [-0.5, 0.5] chroma. (H, W), (ceil(H/2), ceil(W/2), 2) uint8 -> (H, W, 3)
+    float64, unclipped."""
     h, w = y.shape
     chroma = uv.repeat(2, axis=0).repeat(2, axis=1)[:h, :w].astype(np.float64)  # (H, W, 2)
-    ypbpr = np.stack([(y - 16.0) / 219.0, (chroma[..., 0] - 128.0) / 224.0, (chroma[..., 1] - 128.0) / 224.0], -1)
-    kr, kb = 0.299, 0.114
+    y0, ys, cs = (0.0, 255.0, 255.0) if color_range == "full" else (16.0, 219.0, 224.0)
+    ypbpr = np.stack([(y - y0) / ys, (chroma[..., 0] - 128.0) / cs, (chroma[..., 1] - 128.0) / cs], -1)
+    kr, kb = KR_KB[matrix]
     kg = 1 - kr - kb
     matrix = np.array([[1.0, 0.0, 2 * (1 - kr)],
                        [1.0, -2 * (1 - kb) * kb / kg, -2 * (1 - kr) * kr / kg],
@@ -92,18 +99,68 @@ def bt601(y: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return 255.0 * ypbpr @ matrix.T  # (H, W, 3)
 
 
-@pytest.mark.parametrize("w,h", [(640, 480), (451, 301), (1000, 100), (224, 224)])
-def test_nv12_path_is_bt601_then_rgb_path(w, h):
-    rng = np.random.default_rng(w + h)
-    y = rng.integers(0, 256, (h, w), dtype=np.uint8)  # full range of bytes: out-of-gamut values clip
-    uv = rng.integers(0, 256, ((h + 1) // 2, (w + 1) // 2, 2), dtype=np.uint8)
-    rgb = np.clip(bt601(y, uv), 0, 255)  # (H, W, 3)
+def random_nv12(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """Y (H, W) and UV (ceil(H/2), ceil(W/2), 2) over all byte values: out-of-gamut values clip."""
+    return (rng.integers(0, 256, (h, w), dtype=np.uint8),
+            rng.integers(0, 256, ((h + 1) // 2, (w + 1) // 2, 2), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("w,h,colour", [(w, h, ("bt601", "limited")) for w, h in [(640, 480), (224, 224)]] +
+                         [(w, h, c) for c in COLOURS for w, h in [(451, 301), (1000, 100)]],
+                         ids=lambda v: "-".join(v) if isinstance(v, tuple) else str(v))
+def test_nv12_path_is_the_matrix_then_rgb_path(w, h, colour):
+    y, uv = random_nv12(np.random.default_rng(w + h), w, h)
+    rgb = np.clip(yuv_matrix(y, uv, *colour), 0, 255)  # (H, W, 3)
     # "uint8": a truncated uint8 RGB frame (as swscale makes it), then Pillow's arithmetic
     expected = ref.preprocess_rgb(np.floor(rgb).astype(np.uint8), 224, rounding="uint8")
-    np.testing.assert_array_equal(ref.preprocess_nv12(y, uv, 224, rounding="uint8"), expected)
+    got = ref.preprocess_nv12(y, uv, 224, rounding="uint8", matrix=colour[0], color_range=colour[1])
+    np.testing.assert_array_equal(got, expected)
     # "none": the float conversion goes straight in
     expected = ref.preprocess_rgb(rgb, 224, rounding="none")
-    np.testing.assert_allclose(ref.preprocess_nv12(y, uv, 224, rounding="none"), expected, rtol=0, atol=1e-9)
+    got = ref.preprocess_nv12(y, uv, 224, rounding="none", matrix=colour[0], color_range=colour[1])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+
+
+def test_defaults_are_bt601_limited():
+    y, uv = random_nv12(np.random.default_rng(5), 33, 17)
+    np.testing.assert_array_equal(ref.nv12_to_rgb(y, uv), ref.nv12_to_rgb(y, uv, matrix="bt601",
+                                                                          color_range="limited"))
+    with pytest.raises(ValueError, match="matrix"):
+        ref.nv12_to_rgb(y, uv, matrix="bt2020")
+    with pytest.raises(ValueError, match="range"):
+        ref.nv12_to_rgb(y, uv, color_range="tv")
+
+
+@pytest.mark.parametrize("colour", COLOURS, ids="-".join)
+def test_conversion_is_vlrt_gpu_colours(colour):
+    """The GPU path's PyTorch conversion (vlrt.gpu.colour, run here on CPU tensors) and the
+    reference's "uint8" conversion are one formula, odd sizes included; float32 against float64
+    may floor a value within ~1e-5 of an integer differently."""
+    torch = pytest.importorskip("torch")
+    from vlrt.gpu.colour import nv12_to_rgb
+
+    tags = {"colorspace": {"bt601": 6, "bt709": 1}[colour[0]], "color_range": {"limited": 1, "full": 2}[colour[1]]}
+    for w, h in [(640, 480), (451, 301), (33, 17)]:
+        y, uv = random_nv12(np.random.default_rng(w * h), w, h)
+        gpu = nv12_to_rgb(torch.from_numpy(y), torch.from_numpy(uv), **tags).numpy().transpose(1, 2, 0)
+        mine = ref.nv12_to_rgb(y, uv, rounding="uint8", matrix=colour[0], color_range=colour[1])
+        assert (np.abs(gpu - mine) > 0).mean() < 1e-4 and np.abs(gpu - mine).max() <= 1
+
+
+@pytest.mark.parametrize("colour", COLOURS, ids="-".join)
+def test_conversion_is_swscales_on_even_heights(colour):
+    """swscale's unscaled yuv420p -> rgb24 converter (the CPU path, following the frame's tags) and
+    the reference's conversion, in pixel levels: measured mean 0.13-0.53, max 2 on uniform
+    bytes. For odd heights swscale leaves that converter and interpolates chroma vertically (see
+    docs/kernels.md), so only even heights are compared; widths may be odd."""
+    pytest.importorskip("av")
+    from frame_cases import av_frame
+
+    for w, h in [(640, 480), (451, 300), (33, 18)]:
+        y, uv = random_nv12(np.random.default_rng(w * h + 1), w, h)
+        cpu = av_frame(y, uv, *colour).to_ndarray(format="rgb24").astype(np.float64)  # (H, W, 3)
+        diff = np.abs(cpu - ref.nv12_to_rgb(y, uv, rounding="uint8", matrix=colour[0], color_range=colour[1]))
+        assert diff.max() <= 2 and diff.mean() <= 0.6, (w, h, diff.max(), diff.mean())
 
 
 def test_nv12_planes_split_a_pyav_buffer():

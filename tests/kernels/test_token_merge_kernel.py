@@ -1,8 +1,8 @@
 """kernels/token_merge.cu against its reference, vlrt/ops/token_merge.py::merge_tokens.
 
-GPU tests (marked `cuda`): fresh random inputs each run (the seed is printed), outputs filled with
-NaN before the launch, compared with the float64 reference (tolerances: merge_cases.py); the
-same launch twice must give the same bits.
+GPU tests (marked `cuda`): fresh random inputs each run (the seed is printed), in PyTorch tensors,
+launched on a torch CUDA stream, outputs filled with NaN before the launch, compared with the
+float64 reference (tolerances: merge_cases.py); the same launch twice must give the same bits.
 
 CPU tests: the inputs and checks themselves, on a float32 NumPy emulation of the kernel's
 arithmetic (which shows the tolerances leave room for float32), and on deliberately wrong output.
@@ -10,11 +10,11 @@ The CUDA source itself runs on the CPU in test_emulated_kernels.py.
 """
 from __future__ import annotations
 
+import kernel_bindings as kb
 import numpy as np
 import pytest
-
-import kernel_bindings as kb
 from merge_cases import CASE_IDS, CASES, check_merge, draw, emulate_float32, make_tokens, selection, with_ties
+
 from vlrt.ops.token_merge import merge_tokens
 
 
@@ -45,10 +45,10 @@ def test_check_merge_catches_a_wrong_selection(rng):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_kernel_matches_reference(cupy, gpu_lib, rng, case):
+def test_kernel_matches_reference(torch_cuda, gpu_lib, rng, case):
     b, n, c, r, dtype = case
     x, size = draw(rng, b, n, c, r, dtype)
-    mem = kb.CupyMemory(cupy)
+    mem = kb.TorchMemory(torch_cuda)
     status, out_x, out_s = kb.run_token_merge(gpu_lib, mem, x, size, r)
     assert status == kb.VLRT_OK, gpu_lib.vlrt_status_string(status)
     check_merge(out_x, out_s, x, size, r, dtype)
@@ -58,19 +58,20 @@ def test_kernel_matches_reference(cupy, gpu_lib, rng, case):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_kernel_follows_the_tie_rules(cupy, gpu_lib, rng, dtype):
+def test_kernel_follows_the_tie_rules(torch_cuda, gpu_lib, rng, dtype):
     x, size, r = with_ties(rng, dtype)
-    status, out_x, out_s = kb.run_token_merge(gpu_lib, kb.CupyMemory(cupy), x, size, r)
+    status, out_x, out_s = kb.run_token_merge(gpu_lib, kb.TorchMemory(torch_cuda), x, size, r)
     assert status == kb.VLRT_OK, gpu_lib.vlrt_status_string(status)
     check_merge(out_x, out_s, x, size, r, dtype)
 
 
 @pytest.mark.cuda
-def test_kernel_refuses_in_place_and_too_many_tokens(cupy, gpu_lib, rng):
+def test_kernel_refuses_in_place_and_too_many_tokens(torch_cuda, gpu_lib, rng):
+    mem = kb.TorchMemory(torch_cuda)
     x, size = make_tokens(rng, 1, 2050, 8, np.float32)
-    assert kb.run_token_merge(gpu_lib, kb.CupyMemory(cupy), x, size, 4)[0] == kb.VLRT_TOO_LARGE
+    assert kb.run_token_merge(gpu_lib, mem, x, size, 4)[0] == kb.VLRT_TOO_LARGE
     x, size = make_tokens(rng, 2, 9, 8, np.float32)
-    dx = cupy.asarray(x)
-    status = gpu_lib.vlrt_token_merge(dx.data.ptr, cupy.asarray(size).data.ptr, dx.data.ptr,
-                                      cupy.zeros((2, 7), np.float32).data.ptr, 2, 9, 8, 2, kb.VLRT_FLOAT32, None)
+    dx, ds, os_ = mem.upload(x), mem.upload(size), mem.full((2, 7), 0.0, np.float32)
+    status = gpu_lib.vlrt_token_merge(dx.data_ptr(), ds.data_ptr(), dx.data_ptr(), os_.data_ptr(), 2, 9, 8, 2,
+                                      kb.VLRT_FLOAT32, mem.stream)
     assert status == kb.VLRT_ALIASED

@@ -1,6 +1,6 @@
 """Fused frame preprocessing: the NumPy reference of kernels/preprocess.cu.
 
-A decoded frame (packed RGB24, or NV12 with BT.601 limited-range YUV) becomes CLIP's model input
+A decoded frame (packed RGB24, or NV12 in BT.601 or BT.709, limited or full range) becomes CLIP's model input
 in one pass: shorter-side resize to S, centre crop S x S, x / 255, (x - mean) / std, planar
 (3, S, S). The geometry is CLIP's (torchvision's) and so vlrt.runtime.preprocess's:
 
@@ -31,10 +31,12 @@ again, with 22-bit fixed-point weights. Two rounding modes:
 
 tests/kernels/test_preprocess_ref.py measures both against `Preprocess.exact`.
 
-NV12: each source pixel is converted on its own with the BT.601 limited-range matrix below,
-taking the chroma sample (y // 2, x // 2) (nearest chroma, as swscale's unscaled yuv420p
-converter does). swscale's fixed point itself is not reproduced: docs/kernels.md has the
-measured difference.
+NV12: each source pixel is converted on its own with the frame's matrix (BT.601 or BT.709) and
+range (limited: Y 16..235, Cb/Cr 16..240; or full: 0..255), the tags swscale follows on the CPU
+path (untagged frames: BT.601, limited), taking the chroma sample (y // 2, x // 2) (nearest chroma,
+as swscale's unscaled yuv420p converter does; odd sizes have ceil(W/2) x ceil(H/2) chroma samples).
+swscale's fixed point itself is not reproduced, and for odd heights swscale leaves its unscaled
+converter and interpolates chroma vertically: docs/kernels.md has the measured differences.
 
 float64 throughout; NumPy only (no torch, no PIL).
 """
@@ -51,6 +53,9 @@ KR, KB = 0.299, 0.114
 KG = 1.0 - KR - KB
 Y_SCALE = 255.0 / 219.0
 C_SCALE = 255.0 / 224.0
+# (Kr, Kb) of the matrices the kernel converts; kernels/preprocess.h numbers them in this order.
+MATRICES = {"bt601": (KR, KB), "bt709": (0.2126, 0.0722)}
+RANGES = ("limited", "full")
 
 Rounding = Literal["uint8", "none"]
 ROUNDINGS = ("uint8", "none")
@@ -158,24 +163,53 @@ def nv12_planes(frame: np.ndarray, width: int, height: int) -> tuple[np.ndarray,
     return y, uv
 
 
-def nv12_to_rgb(y: np.ndarray, uv: np.ndarray, *, rounding: Rounding = "none") -> np.ndarray:
+class YuvCoefficients(NamedTuple):
+    """R = Y' + rcr Cr', G = Y' - gcb Cb' - gcr Cr', B = Y' + bcb Cb', where Y' = (Y - y_offset) *
+    y_scale and C' = C - 128 (the range's chroma scale is folded into the four coefficients)."""
+
+    y_offset: float
+    y_scale: float
+    rcr: float
+    gcb: float
+    gcr: float
+    bcb: float
+
+
+def yuv_coefficients(matrix: str = "bt601", color_range: str = "limited") -> YuvCoefficients:
+    """The conversion of `matrix` ("bt601", "bt709") and `color_range` ("limited", "full"), float64."""
+    if matrix not in MATRICES:
+        raise ValueError(f"unknown matrix {matrix!r}; expected one of {', '.join(MATRICES)}")
+    if color_range not in RANGES:
+        raise ValueError(f"unknown range {color_range!r}; expected one of {', '.join(RANGES)}")
+    kr, kb = MATRICES[matrix]
+    kg = 1.0 - kr - kb
+    full = color_range == "full"
+    y_scale, c_scale = (1.0, 1.0) if full else (Y_SCALE, C_SCALE)
+    return YuvCoefficients(0.0 if full else 16.0, y_scale, 2.0 * (1.0 - kr) * c_scale,
+                           2.0 * (1.0 - kb) * kb / kg * c_scale, 2.0 * (1.0 - kr) * kr / kg * c_scale,
+                           2.0 * (1.0 - kb) * c_scale)
+
+
+def nv12_to_rgb(y: np.ndarray, uv: np.ndarray, *, rounding: Rounding = "none", matrix: str = "bt601",
+                color_range: str = "limited") -> np.ndarray:
     """Y (H, W) and UV (ceil(H/2), ceil(W/2), 2) uint8 -> (H, W, 3) float64 RGB in [0, 255]."""
     _check_rounding(rounding)
+    k = yuv_coefficients(matrix, color_range)
     h, w = y.shape
     chroma = np.asarray(uv, np.float64)[np.arange(h)[:, None] // 2, np.arange(w)[None, :] // 2]  # (H, W, 2)
-    luma = (np.asarray(y, np.float64) - 16.0) * Y_SCALE  # (H, W)
-    cb, cr = (chroma[..., 0] - 128.0) * C_SCALE, (chroma[..., 1] - 128.0) * C_SCALE  # (H, W) each
-    r = luma + 2.0 * (1.0 - KR) * cr
-    g = luma - (2.0 * (1.0 - KB) * KB / KG) * cb - (2.0 * (1.0 - KR) * KR / KG) * cr
-    b = luma + 2.0 * (1.0 - KB) * cb
+    luma = (np.asarray(y, np.float64) - k.y_offset) * k.y_scale  # (H, W)
+    cb, cr = chroma[..., 0] - 128.0, chroma[..., 1] - 128.0  # (H, W) each
+    r = luma + k.rcr * cr
+    g = luma - k.gcb * cb - k.gcr * cr
+    b = luma + k.bcb * cb
     return _settle(np.stack([r, g, b], axis=-1), rounding, offset=0.0)  # (H, W, 3); truncated, as swscale
 
 
 def preprocess_nv12(y: np.ndarray, uv: np.ndarray, size: int, *, rounding: Rounding = "uint8",
-                    mean=CLIP_MEAN, std=CLIP_STD) -> np.ndarray:
+                    mean=CLIP_MEAN, std=CLIP_STD, matrix: str = "bt601", color_range: str = "limited") -> np.ndarray:
     """NV12 planes (see `nv12_to_rgb`) -> (3, size, size) float64 model input."""
     h, w = y.shape
     if uv.shape != ((h + 1) // 2, (w + 1) // 2, 2):
         raise ValueError(f"UV plane of shape {uv.shape} does not fit a {w}x{h} luma plane")
-    rgb = nv12_to_rgb(y, uv, rounding=rounding)  # (H, W, 3)
+    rgb = nv12_to_rgb(y, uv, rounding=rounding, matrix=matrix, color_range=color_range)  # (H, W, 3)
     return normalize(resize_crop(rgb, size, rounding=rounding), mean, std)
