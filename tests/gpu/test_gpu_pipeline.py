@@ -12,19 +12,18 @@ The ordering rules are checked on the CPU with stand-ins for the driver and torc
 anything touches CUDA, a clip records an event on its decode stream, and the encoder's stream
 waits for every clip's event before the batch is read.
 """
-import threading
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from cuda_standins import BLOCKING_SYNC, FakeStream, install
+from stream_bounds import BATCH, IN_FLIGHT, BoundedCorpus
 from video_assets import write_video
 
 from vlrt import Runtime
 from vlrt.assets import default_checkpoint as shipped_model
 from vlrt.bench.quality import write_gallery
-from vlrt.errors import VlrtError
 from vlrt.export import export_checkpoint
 from vlrt.families import get_family
 from vlrt.gpu.encode import GpuEncoder
@@ -104,37 +103,15 @@ class _FakeEncoder:
 def test_errors_and_clips_in_flight_stay_bounded():
     """The GPU pipeline is encode_stream: 600 paths, 4 in 5 bad in runs of 40, keep both of its
     bounds (clips loaded and not yet yielded; paths read ahead of the results)."""
-    batch, in_flight, n = 4, 6, 600
-    lock = threading.Lock()
-    count = {"pulled": 0, "yielded": 0, "ahead": 0, "live": 0, "peak_live": 0}
-
-    def paths():
-        for i in range(n):
-            count["pulled"] += 1
-            count["ahead"] = max(count["ahead"], count["pulled"] - count["yielded"])
-            yield str(i)
-
-    def loader(path):
-        if int(path) % 50 < 40:
-            raise VlrtError(f"{path}: bad")
-        with lock:
-            count["live"] += 1
-            count["peak_live"] = max(count["peak_live"], count["live"])
+    def clip(path):
         pixels = torch.full((2, 3, 1, 1), float(path))  # (T, 3, S, S)
         return GpuClip(path, pixels, 2, [0, 1], None, None)
 
+    corpus = BoundedCorpus(clip)
     pipe = GpuPipeline(_FakeEncoder(), decoder=SimpleNamespace(), preprocess=SimpleNamespace(),
-                       batch_size=batch, workers=3, in_flight=in_flight)
-    pipe.loader = loader
-    results = []
-    for r in pipe.run(paths()):
-        count["yielded"] += 1
-        with lock:
-            count["live"] -= r.clip is not None
-        results.append((r.path, r.error, None if r.embedding is None else float(r.embedding[0])))
-    assert results == [(str(i), f"{i}: bad", None) if i % 50 < 40 else (str(i), None, i) for i in range(n)]
-    assert batch <= count["peak_live"] <= in_flight + batch - 1
-    assert in_flight <= count["ahead"] <= in_flight + 2 * batch - 1
+                       batch_size=BATCH, workers=3, in_flight=IN_FLIGHT)
+    pipe.loader = corpus.loader
+    corpus.check(pipe.run(corpus.paths()))
 
 
 SETTINGS = {"max_frames": 4, "max_words": 32, "sampling": dict(get_family("clip4clip").sampling),

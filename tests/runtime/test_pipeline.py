@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from bad_corpus import cost_in_child, write_corpus
 from checkpoint_writers import TINY_C4C, write_clip4clip
+from stream_bounds import BATCH, IN_FLIGHT, BoundedCorpus
 from video_assets import write_packed_avi, write_video
 
 from vlrt import Runtime
@@ -166,33 +167,9 @@ def _fake_encode(pixels, mask):
 def test_memory_stays_bounded_whatever_the_corpus_size():
     """600 paths, 4 in 5 of them bad in runs of 40: clips loaded but not yet yielded, and paths
     read ahead of the output, stay within encode_stream's documented bounds."""
-    batch, in_flight, n = 4, 6, 600
-    lock = threading.Lock()
-    count = {"pulled": 0, "yielded": 0, "ahead": 0, "live": 0, "peak_live": 0}
-
-    def paths():
-        for i in range(n):
-            count["pulled"] += 1  # the generator runs in the consumer's thread, as yielding does
-            count["ahead"] = max(count["ahead"], count["pulled"] - count["yielded"])
-            yield str(i)
-
-    def loader(path):
-        if int(path) % 50 < 40:
-            raise VlrtError(f"{path}: bad")
-        with lock:
-            count["live"] += 1
-            count["peak_live"] = max(count["peak_live"], count["live"])
-        return _fake_clip(path)
-
-    results = []
-    for r in encode_stream(paths(), loader, _fake_encode, batch_size=batch, workers=3, in_flight=in_flight):
-        count["yielded"] += 1
-        with lock:
-            count["live"] -= r.clip is not None
-        results.append((r.path, r.error, None if r.embedding is None else r.embedding[0]))
-    assert results == [(str(i), f"{i}: bad", None) if i % 50 < 40 else (str(i), None, i) for i in range(n)]
-    assert batch <= count["peak_live"] <= in_flight + batch - 1
-    assert in_flight <= count["ahead"] <= in_flight + 2 * batch - 1
+    corpus = BoundedCorpus(_fake_clip)
+    corpus.check(encode_stream(corpus.paths(), corpus.loader, _fake_encode, batch_size=BATCH, workers=3,
+                               in_flight=IN_FLIGHT))
 
 
 def test_unexpected_errors_are_reported_in_words_without_errno():
