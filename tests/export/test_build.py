@@ -141,6 +141,8 @@ def test_engine_choice_is_deterministic(bundle, dynamic, static, tmp_path):
                                         r"choose one with --engine KEY"):
         Runtime.load(copy, backend="ort-cpu", precision="int8")
     assert Runtime.load(copy, backend="ort-cpu", precision="int8", engine=fused.key).engine.key == fused.key
+    with pytest.raises(VlrtError, match=rf"engine {fused.key} is int8, not fp32"):
+        Runtime.load(copy, backend="ort-cpu", precision="fp32", engine=fused.key)
 
 
 def test_tampered_engine_is_refused(bundle, dynamic, tmp_path):

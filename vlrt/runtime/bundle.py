@@ -135,6 +135,8 @@ class Bundle:
                 raise VlrtError(f"{self.root}: engine {key} ({found[0].manifest.get('backend')}, "
                                 f"{found[0].manifest.get('precision')}) does not fit here (different "
                                 f"{', '.join(differ)})")
+            if fitting and precision not in (None, fitting[0].precision):
+                raise VlrtError(f"{self.root}: engine {key} is {fitting[0].precision}, not {precision}")
             if fitting:
                 fitting[0].verify()
                 return fitting[0]

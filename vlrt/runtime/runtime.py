@@ -21,6 +21,7 @@ Precision = Literal["fp32", "fp16", "int8"]
 class Runtime:
     def __init__(self, bundle: Bundle, *, backend: Backend, threads: int | None = None,
                  engine: Engine | None = None, skip_similar: float | None = None) -> None:
+        _check_supported(bundle)
         self.bundle = bundle
         self.backend = backend.name
         self.engine = engine  # None: the bundle's own fp32 graphs
@@ -31,7 +32,6 @@ class Runtime:
                             "none was given")
         options = engine.options() if engine else {}
         self._runners = backend.runners({g: graphs.graph_path(g) for g in ("video", "text")}, options, threads)
-        _check_supported(bundle)
         tok = bundle.manifest["tokenizer"]
         self.tokenizer = ClipTokenizer(bundle.path(tok["file"]))
         self.skip_similar = skip_similar
