@@ -101,3 +101,20 @@ def test_demo_from_checkpoint_exports_again(tmp_path):
     out = json.loads(res.stdout)
     assert out["bundle_source"] == "checkpoint, exported now" and out["validation_min_cosine"] >= 0.99999
     assert json.loads((tmp_path / "bundle" / "vlrt.json").read_text())["source"]["path"].endswith("default_model.pt.gz")
+
+
+def test_demo_output_can_be_reused_and_is_never_clobbered(tmp_path, capsys):
+    assert main(["demo", "--videos", "4", "-o", str(tmp_path), "--json"]) == 0
+    meta = json.loads((tmp_path / "index" / "index.json").read_text())
+    meta["bundle_manifest_sha256"] = "0" * 64  # as if an older vlrt's bundle had made it
+    (tmp_path / "index" / "index.json").write_text(json.dumps(meta))
+    assert main(["demo", "--videos", "4", "-o", str(tmp_path), "--json"]) == 0  # the demo's index is made anew
+    assert len(vlrt.Index.open(tmp_path / "index")) == 4
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    (tmp_path / "index").rename(tmp_path / "kept")
+    (tmp_path / "other").rename(tmp_path / "index")
+    capsys.readouterr()
+    assert main(["demo", "--videos", "4", "-o", str(tmp_path)]) == 1
+    assert "is not a vlrt index; refusing to replace it" in capsys.readouterr().err
+    assert (tmp_path / "index" / "notes.txt").read_text() == "mine"

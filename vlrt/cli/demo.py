@@ -28,6 +28,7 @@ With -o DIR it leaves, to explore:
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -156,6 +157,10 @@ def write_index(dest: Path, bundle: Path, rt, paths: list[str]):
 
     from vlrt import Index
 
+    if dest.exists():  # the demo's own index from an earlier run, perhaps of another bundle: made anew
+        if not (dest / "index.json").is_file():
+            raise VlrtError(f"{dest}: exists and is not a vlrt index; refusing to replace it")
+        shutil.rmtree(dest)
     with Index.create(dest, bundle, backend=rt.backend, precision=rt.precision,
                       engine=rt.engine.key if rt.engine else None) as index:
         summary = index.add(paths, batch_size=16)
