@@ -16,7 +16,6 @@ import json
 import logging
 import sys
 import threading
-import time
 import types
 
 import numpy as np
@@ -66,10 +65,11 @@ class Registry:
 
     def __init__(self):
         self.loaded, self.calls = set(), []
+        self.require_lock = False  # set by tests that check the cache's lock is held while loading
 
     def load_library(self, path):
         self.calls.append(path)
-        time.sleep(0.001)  # widen the window a missing lock would leave open
+        assert not self.require_lock or plugins._LOCK.locked(), "a library is loaded outside the cache's lock"
         if path in self.loaded or "broken" in path:
             return None
         self.loaded.add(path)
@@ -308,7 +308,9 @@ def test_concurrent_runners_load_a_plugin_library_once(trt, tmp_path):
         except VlrtError as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=load) for _ in range(8)]
+    trt.registry.require_lock = True
+    start = threading.Barrier(8)
+    threads = [threading.Thread(target=lambda: (start.wait(), load())) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
@@ -402,22 +404,28 @@ def test_runner_start_up_errors_become_vlrt_errors(trt, cudart, tmp_path):
 
 
 def test_concurrent_first_calls_start_the_runner_once(trt, cudart):
-    loads = []
+    loads, locked = [], []
     engine = Engine(trt, FUSED)
 
-    def slow_loader():
+    def loader():
         loads.append(1)
-        time.sleep(0.05)
+        locked.append(runner._lock.locked())  # the start-up runs under the runner's lock
         return object(), engine
 
-    runner = TrtRunner(slow_loader)
+    runner = TrtRunner(loader)
     out = []
-    threads = [threading.Thread(target=lambda: out.append(runner.infer({"x": np.ones((2, 4))}))) for _ in range(4)]
+    start = threading.Barrier(4)
+
+    def first_call():
+        start.wait()
+        out.append(runner.infer({"x": np.ones((2, 4))}))
+
+    threads = [threading.Thread(target=first_call) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(loads) == 1 and engine.contexts == 1 and len(out) == 4
+    assert len(loads) == 1 and locked == [True] and engine.contexts == 1 and len(out) == 4
     assert len(cudart.device) == 2 and len(cudart.host) == 2  # one set of buffers
     runner.close()
     runner.close()  # closing twice is harmless

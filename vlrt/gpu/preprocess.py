@@ -8,7 +8,7 @@ as PIL runs it: horizontal pass, round and clamp to 0..255, vertical pass, round
 CPU this equals PIL's fixed-point result except for ~0.05% of values, off by 1-2 levels
 (tests/gpu/test_gpu_preprocess.py asserts it; the CUDA kernels are expected to agree as closely).
 
-A fused CUDA kernel (kernels/preprocess.cu, another engineer's work) can replace the PyTorch ops:
+A fused CUDA kernel (kernels/preprocess.cu) can replace the PyTorch ops:
 pass it as `kernel`, a callable with the `FusedPreprocessKernel` signature below.
 """
 from __future__ import annotations
