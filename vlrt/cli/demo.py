@@ -131,18 +131,17 @@ def measure(root: Path, paths: list[str], scenes: list[Any], built, args, stages
     rt = Runtime.load(root / "bundle", backend=args.backend)
     stages(f"embedding {len(paths)} clips with the fp32 bundle ({rt.backend})")
     out = figures(rt, paths, scenes, baseline=True)
-    ert = rt if built is None or built.key is None else Runtime.load(
-        root / "bundle", backend=args.backend, precision=built.manifest["precision"], engine=built.key)
-    stages(f"indexing {len(paths)} clips with {ert.engine_line()}")
+    key = built.key if built is not None else None
+    stages(f"indexing {len(paths)} clips with {'engine ' + key if key else 'the fp32 bundle'}")
     t0 = time.perf_counter()
-    e_videos = write_index(root / "index", root / "bundle", ert, paths)
+    ert, e_videos = write_index(root / "index", root / "bundle", paths, backend=rt.backend, engine=key)
     seconds = time.perf_counter() - t0
     videos, scores = out.pop("embeddings"), out["scores"]
     out["default_engine"] = None
-    if ert is not rt:
+    if key is not None:
         quality, e_scores = quality_of(ert, e_videos, scenes)
         out["default_engine"] = {
-            "engine": ert.engine_line(), "key": built.key, "quality": quality,
+            "engine": ert.engine_line(), "key": key, "quality": quality,
             "videos_per_s": round(len(paths) / seconds, 2),
             "top1_agreement_t2v": top1_agreement(e_scores, scores),
             "top1_agreement_v2t": top1_agreement(e_scores.T, scores.T),
@@ -150,9 +149,10 @@ def measure(root: Path, paths: list[str], scenes: list[Any], built, args, stages
     return out
 
 
-def write_index(dest: Path, bundle: Path, rt, paths: list[str]):
-    """An index of the clips made through `Index.create` / `add` (as `vlrt embed` makes one),
-    encoded as `rt` encodes; returns its (N, D) embeddings in the order of `paths`."""
+def write_index(dest: Path, bundle: Path, paths: list[str], *, backend: str, engine: str | None):
+    """An index of the clips made through `Index.create` / `add` (as `vlrt embed` makes one) with
+    `engine` (None: the fp32 graphs); returns the runtime that encoded them and their (N, D)
+    embeddings in the order of `paths`."""
     import numpy as np
 
     from vlrt import Index
@@ -161,14 +161,12 @@ def write_index(dest: Path, bundle: Path, rt, paths: list[str]):
         if not (dest / "index.json").is_file():
             raise VlrtError(f"{dest}: exists and is not a vlrt index; refusing to replace it")
         shutil.rmtree(dest)
-    with Index.create(dest, bundle, backend=rt.backend, precision=rt.precision,
-                      engine=rt.engine.key if rt.engine else None) as index:
+    with Index.create(dest, bundle, backend=backend, engine=engine) as index:
         summary = index.add(paths, batch_size=16)
-    if summary.failed:
-        raise VlrtError(f"{len(summary.failed)} clips failed to embed; first: {summary.failed[0]['error']}")
-    done = Index.open(dest)
-    row = {Path(p).resolve(): i for i, p in enumerate(done.paths)}
-    return np.stack([done.embeddings[row[Path(p).resolve()]] for p in paths])
+        if summary.failed:
+            raise VlrtError(f"{len(summary.failed)} clips failed to embed; first: {summary.failed[0]['error']}")
+        row = {Path(p).resolve(): i for i, p in enumerate(index.paths)}
+        return index.runtime(), np.stack([index.embeddings[row[Path(p).resolve()]] for p in paths])
 
 
 def _differences(want: dict[str, float], got: dict[str, float]) -> str:

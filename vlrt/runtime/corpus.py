@@ -66,11 +66,15 @@ def _deleted(path: str) -> bool:
     return False
 
 
-def drop_deleted(writer: IndexWriter) -> int:
-    """Remove the rows of files that no longer exist (one committed shard); returns how many."""
-    gone = [path for path in writer.scan().live if _deleted(path)]
+def drop_deleted(writer: IndexWriter, live: dict[str, Any] | None = None) -> list[str]:
+    """Remove the rows of files that no longer exist (one committed shard); returns their paths.
+    `live`: the index's live rows by path, when the caller has scanned them already (updated)."""
+    live = live if live is not None else {path: entry for path, entry in writer.scan().live.items()}
+    gone = [path for path in live if _deleted(path)]
     writer.drop(gone)
-    return len(gone)
+    for path in gone:
+        del live[path]
+    return gone
 
 
 def _changed(row: dict[str, Any], source: Source) -> bool:
@@ -134,8 +138,13 @@ class _Run:
 
 def _plan(sources: list[Source], live: dict[str, Any]) -> tuple[list[Source], list[str]]:
     """(files to embed: new or changed, paths of files embedded before and unchanged)."""
-    todo = [s for s in sources if s.path not in live or _changed(live[s.path], s)]
-    return todo, [s.path for s in sources if s.path in live and not _changed(live[s.path], s)]
+    todo, unchanged = [], []
+    for s in sources:
+        if s.path in live and not _changed(live[s.path], s):
+            unchanged.append(s.path)
+        else:
+            todo.append(s)
+    return todo, unchanged
 
 
 def embed_into(writer: IndexWriter, runtime: Any, specs: Iterable[str], *, mode: str = "exact",
@@ -147,8 +156,8 @@ def embed_into(writer: IndexWriter, runtime: Any, specs: Iterable[str], *, mode:
 
     t0 = time.perf_counter()
     found = expand_paths(specs)
-    dropped = drop_deleted(writer)
     live = {path: row for path, (_, _, row) in writer.scan().live.items()}
+    dropped = len(drop_deleted(writer, live))
     todo, unchanged = _plan(found.sources, live)
     writer.clear_errors(unchanged)  # readable again, and their embedding is current
     run = _Run(writer, keep_frames=keep_frames, shard_size=shard_size, total=len(todo) + len(found.rejected),

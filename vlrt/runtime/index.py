@@ -632,7 +632,7 @@ class Index:
         from vlrt.runtime.corpus import drop_deleted
 
         writer = self._writer_for_add()
-        dropped = drop_deleted(writer)
+        dropped = len(drop_deleted(writer))
         if compact:
             writer.compact()
         writer.build_faiss()
