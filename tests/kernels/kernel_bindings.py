@@ -161,8 +161,7 @@ def run_token_merge(lib, mem, x: np.ndarray, size: np.ndarray, r: int):
     ox, os_ = mem.full((b, n - r, c), np.nan, x.dtype), mem.full((b, n - r), np.nan, x.dtype)
     status = lib.vlrt_token_merge(mem.address(dx), mem.address(ds), mem.address(ox), mem.address(os_), b, n, c, r,
                                   dtype, mem.stream)
-    mem.synchronize()
-    return status, mem.download(ox), mem.download(os_)
+    return status, mem.download(ox), mem.download(os_)  # download waits for the stream
 
 
 def pack_frames(fmt: str, frames: list, w: int, h: int) -> list[tuple[np.ndarray, int, int]]:
@@ -198,5 +197,4 @@ def run_preprocess(lib, mem, fmt: str, frames: list, w: int, h: int, size: int, 
     status = lib.vlrt_preprocess(ctypes.byref(desc), len(frames), size, ROUNDING[rounding], floats3(mean),
                                  floats3(std), mem.address(out), VLRT_FLOAT16 if dtype == np.float16 else VLRT_FLOAT32,
                                  mem.stream)
-    mem.synchronize()
-    return status, mem.download(out)
+    return status, mem.download(out)  # download waits for the stream

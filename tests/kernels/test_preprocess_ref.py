@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from frame_cases import AV_COLOR_RANGE, AV_COLORSPACE, COLOURS
 from PIL import Image
 
 from vlrt.ops import preprocess_ref as ref
@@ -79,7 +80,6 @@ def test_geometry_matches_runtime_preprocess():
         assert (g.left, g.top) == pre.crop_box(w, h)[:2]
 
 
-COLOURS = [(m, r) for m in ref.MATRICES for r in ref.RANGES]
 KR_KB = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}  # BT.601-7 and BT.709-6, Table "Derivation of luminance"
 
 
@@ -139,7 +139,7 @@ def test_conversion_is_vlrt_gpu_colours(colour):
     torch = pytest.importorskip("torch")
     from vlrt.gpu.colour import nv12_to_rgb
 
-    tags = {"colorspace": {"bt601": 6, "bt709": 1}[colour[0]], "color_range": {"limited": 1, "full": 2}[colour[1]]}
+    tags = {"colorspace": AV_COLORSPACE[colour[0]], "color_range": AV_COLOR_RANGE[colour[1]]}
     for w, h in [(640, 480), (451, 301), (33, 17)]:
         y, uv = random_nv12(np.random.default_rng(w * h), w, h)
         gpu = nv12_to_rgb(torch.from_numpy(y), torch.from_numpy(uv), **tags).numpy().transpose(1, 2, 0)

@@ -294,7 +294,7 @@ def test_plugin_library_is_loaded_once_for_every_graph_and_runner(trt, cudart, t
         PlanFromFile(tmp_path / "text.plan", plugins=[{"path": str(spelling)}])()
     assert [c for c in trt.registry.calls if "libplugins" in c] == [str(lib.resolve())]
     assert trt.builtin_inits == [""]  # NVIDIA's bundled plugins registered once too
-    assert plugins.loaded_libraries() == [str(lib.resolve())]
+    assert sorted(plugins._LOADED) == [str(lib.resolve())]
 
 
 def test_concurrent_runners_load_a_plugin_library_once(trt, tmp_path):
@@ -324,7 +324,7 @@ def test_a_plugin_library_that_fails_to_load_is_an_error_and_not_cached(trt, tmp
     for _ in range(2):
         with pytest.raises(VlrtError, match=r"libbroken.so: TensorRT could not load it"):
             plugins.load_plugins(trt, None, [lib])
-    assert len(trt.registry.calls) == 2 and plugins.loaded_libraries() == []
+    assert len(trt.registry.calls) == 2 and plugins._LOADED == {}
     with pytest.raises(VlrtError, match=r"no such file"):
         plugins.load_plugins(trt, None, [tmp_path / "missing.so"])
 

@@ -37,12 +37,6 @@ def load_plugins(trt: Any, logger: Any, libraries: Sequence[str | Path]) -> list
         return [_load_library(trt, Path(lib)) for lib in libraries]
 
 
-def loaded_libraries() -> list[str]:
-    """The resolved paths of the plugin libraries this process has loaded."""
-    with _LOCK:
-        return sorted(_LOADED)
-
-
 def _load_library(trt: Any, path: Path) -> Any:
     if not path.is_file():
         raise VlrtError(f"TensorRT plugin library {path}: no such file")
