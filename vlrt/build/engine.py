@@ -196,9 +196,8 @@ def _plan_precision(bundle: Bundle, *, backend: Backend, precision: str | None, 
         raise VlrtError(f"--int8-mode {int8_mode} applies to --precision int8, not {precision}")
     mode = int8_mode or backend.default_int8_mode
     if precision == "int8" and mode not in backend.int8_modes:
-        known = ("dynamic", "static")
-        raise VlrtError(backend.notes.get(mode, "") if mode in known else
-                        f"unknown int8 mode {mode!r}; available: {', '.join(backend.int8_modes)}")
+        raise VlrtError(backend.notes.get(mode) or
+                        f"{backend.name} has no int8 mode {mode!r}; available: {', '.join(backend.int8_modes)}")
     if calib is not None and (precision != "int8" or mode != "static"):
         raise VlrtError("--calib is used only by --precision int8 --int8-mode static")
     base = hook.options(plugins) if hook is not None else {}
