@@ -194,23 +194,18 @@ def decode_rows(paths: list[str], settings: dict, args) -> tuple[list[dict], dic
     return rows, {"sampled_frames": frames, "nvdec_fallbacks": fallbacks}
 
 
-def check_pipeline(paths, ckpt, settings, device, precision) -> float:
-    """Min cosine of GPU-pipeline embeddings to the fp32 CPU reference (CPU decode + PIL) on 2 videos."""
+def check_pipeline(enc, paths, ckpt, settings) -> float:
+    """Min cosine of `enc`'s GPU-pipeline embeddings to the fp32 CPU reference (CPU decode + PIL) on 2 videos."""
     import torch
 
     from vlrt.gpu.encode import GpuEncoder
     from vlrt.gpu.pipeline import GpuPipeline
-    from vlrt.runtime.pipeline import ClipLoader
+    from vlrt.runtime.pipeline import ClipLoader, stack_clips
 
-    enc = GpuEncoder.from_checkpoint(ckpt, device=device, precision=precision)
     gpu = GpuPipeline(enc, fallback="error").encode_videos(paths[:2])  # VlrtError if NVDEC refuses a file
     ref_enc = GpuEncoder.from_checkpoint(ckpt, device="cpu", precision="fp32")
-    clips = [ClipLoader(settings)(p) for p in paths[:2]]
-    pixels = torch.from_numpy(np.stack([c.pixels for c in clips]))  # (2, T, 3, S, S)
-    mask = torch.zeros(pixels.shape[:2])
-    for b, c in enumerate(clips):
-        mask[b, :c.n_frames] = 1
-    ref = ref_enc.encode_frames(pixels, mask).numpy()
+    pixels, mask = stack_clips([ClipLoader(settings)(p) for p in paths[:2]])  # (2, T, 3, S, S), (2, T)
+    ref = ref_enc.encode_frames(torch.from_numpy(pixels), torch.from_numpy(mask)).numpy()
     return float(((gpu * ref).sum(1) / np.linalg.norm(gpu, axis=1) / np.linalg.norm(ref, axis=1)).min())
 
 
@@ -227,7 +222,7 @@ def pipeline_rows(paths, work: Path, args, settings) -> tuple[list[dict], dict]:
     rows = [encode_only_row(enc, paths, settings, args, half)]
     name, extra = f"end-to-end GpuPipeline (NVDEC), {args.e2e_config} {half}", {}
     try:
-        cos = check_pipeline(paths, ckpt, settings, args.device, half)
+        cos = check_pipeline(enc, paths, ckpt, settings)
         if cos < 0.999:
             raise SystemExit(f"GPU pipeline vs fp32 CPU reference: min cos {cos:.5f} < 0.999; not timing a wrong pipeline")
         extra["min_cos_gpu_pipeline_vs_fp32_cpu"] = round(cos, 6)
@@ -246,15 +241,14 @@ def encode_only_row(enc, paths, settings, args, half) -> dict:
     from vlrt.gpu.decode import GpuDecoder
     from vlrt.gpu.pipeline import GpuClipLoader
     from vlrt.gpu.preprocess import GpuPreprocess
+    from vlrt.runtime.pipeline import prefix_mask
 
     dtype = torch.float16 if half == "fp16" else torch.bfloat16
     loader = GpuClipLoader(settings, decoder=GpuDecoder(device=args.device),
                            preprocess=GpuPreprocess.from_manifest(settings["preprocessing"], dtype=dtype))
     clips = [loader(p) for p in paths]
     pixels = torch.stack([c.pixels for c in clips])  # (N, T, 3, S, S)
-    mask = torch.zeros(pixels.shape[:2])  # (N, T) on the host, where the encoder checks it
-    for b, c in enumerate(clips):
-        mask[b, :c.n_frames] = 1
+    mask = torch.from_numpy(prefix_mask([c.n_frames for c in clips], pixels.shape[1]))  # (N, T) on the host
 
     def encode_only():
         for i in range(0, len(paths), args.batch_size):

@@ -35,19 +35,19 @@ def markdown(r: dict) -> str:
              "| top-1 agreement t2v / v2t | min video cos | videos/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in r["runs"]:
-        rows = [("fp32 export", run["quality"], None), ("single-frame baseline", run["single_frame_baseline"], None)]
+        rows = [("fp32 bundle", run["quality"], None), ("single-frame baseline", run["single_frame_baseline"], None)]
         if run["default_engine"]:
             rows.append((f"default engine ({run['default_engine']['engine']})", run["default_engine"]["quality"],
                          run["default_engine"]))
         for name, q, e in rows:
             agree = f"{e['top1_agreement_t2v']:.2f} / {e['top1_agreement_v2t']:.2f}" if e else ""
             cos = f"{e['min_video_cosine']:.6f}" if e else ""
-            speed = e["videos_per_s"] if e else (run["videos_per_s"] if name == "fp32 export" else "")
+            speed = e["videos_per_s"] if e else (run["videos_per_s"] if name == "fp32 bundle" else "")
             lines.append(f"| {run['videos']} | {name} | {q['t2v_R@1']} | {q['t2v_R@5']} | {q['v2t_R@1']} | {q['v2t_R@5']} "
                          f"| {q['motion_t2v_R@1']} | {q['direction_probe_acc']} | {q['speed_probe_acc']} | {agree} "
                          f"| {cos} | {speed} |")
     lines += ["", "Chance R@1 is 100/clips %; the probes' chance is 50%. The baseline feeds the same model the "
-              "middle sampled frame of each clip alone. Whole demo (write clips, export, build, embed twice): "
+              "middle sampled frame of each clip alone. Whole demo (write clips, unpack the shipped bundle, build, embed with fp32, index with the engine; videos/s for the engine is indexing through Index.add): "
               + ", ".join(f"{run['seconds']:.0f} s for {run['videos']} clips" for run in r["runs"]) + "."]
     return "\n".join(lines) + "\n"
 

@@ -24,6 +24,7 @@ from video_assets import frame_index, frame_pixels, marker_corner, write_packed_
 
 from vlrt.errors import VlrtError
 from vlrt.gpu import decode as gpu_decode
+from vlrt.gpu import device as gpu_device
 from vlrt.gpu.decode import GpuDecoder, GpuDecodeStats, rotate_chw, surface_to_rgb
 from vlrt.runtime.video import probe, read_frames, rotate
 
@@ -115,6 +116,17 @@ def test_a_context_ffmpeg_cannot_share_is_the_files_fallback_reason(monkeypatch,
     reason = GpuDecoder(device="cuda:0")._refusal_before_decoding(videos["h264"], probe(videos["h264"]))
     assert reason.startswith("FFmpeg cannot decode into torch's CUDA context: the CUDA primary context of "
                              "device 0 is active with flags 0x0"), reason
+
+
+def test_the_context_is_checked_once_per_decoder_not_per_file(monkeypatch, videos):
+    if "cuda" not in av.codec.hwaccel.hwdevices_available():
+        pytest.skip("this PyAV's FFmpeg has no CUDA hwaccel")
+    install(monkeypatch, [], flags=0, active=True, set_rc=708)
+    dec = GpuDecoder(device="cuda:0")
+    monkeypatch.setattr(gpu_device, "_driver", lambda: pytest.fail("the driver was called for a file"))
+    info = probe(videos["h264"])
+    reasons = [dec._refusal_before_decoding(videos["h264"], info) for _ in range(2)]
+    assert reasons[0] == reasons[1] and "active with flags 0x0" in reasons[0], reasons
 
 
 def nv12_frame(width, height):

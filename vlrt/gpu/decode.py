@@ -46,8 +46,7 @@ from vlrt.gpu.device import (
     legacy_waits_for,
     on_stream,
     require_torch,
-    resolve_device,
-    share_primary_context,
+    resolve_shared_device,
     wait_for_legacy,
 )
 from vlrt.gpu.support import describe_stream, nvdec_refusal
@@ -103,9 +102,8 @@ class GpuDecoder:
     def __init__(self, *, device: Any = None, fallback: Fallback = "cpu") -> None:
         if fallback not in ("cpu", "error"):
             raise VlrtError(f"fallback must be 'cpu' or 'error', got {fallback!r}")
-        # First, before resolving the device initialises CUDA; a failure is reported per file.
-        share_primary_context(device)
-        self.device = resolve_device(device)
+        # The context's flags are set before CUDA is touched; a refusal is reported per file.
+        self.device, self._context_refusal = resolve_shared_device(device)
         self.fallback = fallback
         self.capability = capability(self.device)
         self._streams = ThreadStreams(self.device)
@@ -159,9 +157,8 @@ class GpuDecoder:
         av = _hw_av()
         if "cuda" not in av.codec.hwaccel.hwdevices_available():
             return f"PyAV {av.__version__}'s FFmpeg has no CUDA hwaccel"
-        shared = share_primary_context(self.device)
-        if shared is not None:
-            return f"FFmpeg cannot decode into torch's CUDA context: {shared}"
+        if self._context_refusal is not None:
+            return f"FFmpeg cannot decode into torch's CUDA context: {self._context_refusal}"
         codec, pix_fmt, width, height = _stream_format(path, info)
         return nvdec_refusal(codec, pix_fmt, self.capability, width=width, height=height)
 

@@ -10,7 +10,8 @@ into memory of the CUDA primary context, the one torch uses (a context of its ow
 pointers torch's kernels cannot read). FFmpeg refuses to share a primary context that is already
 active with flags other than CU_CTX_SCHED_BLOCKING_SYNC, and torch activates it with the default
 flags; every file would then be decoded on the CPU. `share_primary_context` sets the flags through
-the driver (ctypes on libcuda.so.1), and every vlrt.gpu constructor calls it before touching CUDA.
+the driver (ctypes on libcuda.so.1); `resolve_device`, which every vlrt.gpu constructor calls first,
+calls it before touching CUDA.
 
 Streams. FFmpeg's CUDA device context has no stream of its own, so NVDEC's copies of decoded
 pictures are queued on the legacy default stream. Decode-side work (colour conversion,
@@ -50,25 +51,35 @@ def _cuda() -> Any:
 
 
 def resolve_device(device: Any = None) -> Any:
-    """A torch.device: None -> cuda:0 (VlrtError when CUDA is unavailable), else as given."""
+    """A torch.device: None -> cuda:0 (VlrtError when CUDA is unavailable), else as given. For a
+    CUDA device, the primary context's flags are set (`share_primary_context`) before CUDA is touched."""
+    return resolve_shared_device(device)[0]
+
+
+def resolve_shared_device(device: Any = None) -> tuple[Any, str | None]:
+    """(`resolve_device`'s torch.device, `share_primary_context`'s answer for it): None when FFmpeg
+    can share the device's primary context (and for the CPU), otherwise why not."""
     torch, cuda = require_torch(), _cuda()
     if device is None:
         if not cuda.is_available():
             raise VlrtError("no CUDA device is available to PyTorch (torch.cuda.is_available() is False; "
                             f"torch {torch.__version__}); pass device='cpu' to run the GPU path's code on the CPU")
-        return torch.device("cuda", cuda.current_device())
+        refusal = share_primary_context(None)
+        return torch.device("cuda", cuda.current_device()), refusal
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise VlrtError(f"unknown device {device!r}; expected 'cuda', 'cuda:N' or 'cpu'") from None
-    if dev.type == "cuda":
-        if not cuda.is_available():
-            raise VlrtError(f"device {device!r} asked for, but PyTorch sees no CUDA device")
-        if dev.index is None:
-            dev = torch.device("cuda", cuda.current_device())
-    elif dev.type != "cpu":
+    if dev.type == "cpu":
+        return dev, None
+    if dev.type != "cuda":
         raise VlrtError(f"device {device!r} is not supported by vlrt.gpu; expected 'cuda', 'cuda:N' or 'cpu'")
-    return dev
+    if not cuda.is_available():
+        raise VlrtError(f"device {device!r} asked for, but PyTorch sees no CUDA device")
+    refusal = share_primary_context(dev)
+    if dev.index is None:
+        dev = torch.device("cuda", cuda.current_device())
+    return dev, refusal
 
 
 def capability(device: Any) -> tuple[int, int] | None:
@@ -182,10 +193,10 @@ def share_primary_context(device: Any = None) -> str | None:
     (CU_CTX_SCHED_BLOCKING_SYNC). None when FFmpeg can share it (and for the CPU); otherwise why not,
     the reason a file is then decoded on the CPU.
 
-    Called first by every vlrt.gpu constructor, before torch initialises CUDA: the flags are then
-    set while the context is inactive, which every driver allows. Where torch got there first, the
-    driver's cuDevicePrimaryCtxSetFlags_v2 changes the flags of the active context (CUDA >= 11);
-    the blocking flag makes host threads that wait on the GPU sleep instead of spinning.
+    Called by `resolve_device`, first in every vlrt.gpu constructor, before torch initialises CUDA:
+    the flags are then set while the context is inactive, which every driver allows. Where torch got
+    there first, the driver's cuDevicePrimaryCtxSetFlags_v2 changes the flags of the active context
+    (CUDA >= 11); the blocking flag makes host threads that wait on the GPU sleep instead of spinning.
     """
     ordinal = cuda_ordinal(device)
     if ordinal is None:

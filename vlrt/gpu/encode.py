@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vlrt.errors import VlrtError
-from vlrt.gpu.device import borrowed_stream, new_stream, require_torch, resolve_device, share_primary_context
+from vlrt.gpu.device import borrowed_stream, new_stream, require_torch, resolve_device
 
 Precision = Literal["fp16", "bf16", "fp32"]
 PRECISIONS: tuple[str, ...] = ("fp16", "bf16", "fp32")
@@ -38,9 +38,8 @@ class GpuEncoder:
         torch = require_torch()
         if precision not in PRECISIONS:
             raise VlrtError(f"unknown precision {precision!r}; available: {', '.join(PRECISIONS)}")
-        # Before the model (or resolving the device) initialises CUDA, so that FFmpeg's NVDEC can
-        # share the context with it later (vlrt.gpu.device).
-        share_primary_context(device)
+        # Sets the CUDA context's flags before the model initialises CUDA, so that FFmpeg's NVDEC
+        # can share the context with it later (vlrt.gpu.device).
         self.device = resolve_device(device)
         if precision == "fp16" and self.device.type == "cpu":
             raise VlrtError("fp16 autocast is for CUDA devices; on the CPU use precision 'fp32' (or 'bf16')")

@@ -30,10 +30,10 @@ import numpy as np
 
 from vlrt.errors import VlrtError
 from vlrt.gpu.decode import Fallback, GpuDecoder, GpuDecodeStats
-from vlrt.gpu.device import on_stream, record_event, require_torch, share_primary_context, wait_event
+from vlrt.gpu.device import on_stream, record_event, require_torch, wait_event
 from vlrt.gpu.encode import GpuEncoder
 from vlrt.gpu.preprocess import GpuPreprocess
-from vlrt.runtime.pipeline import encode_stream, sample_indices
+from vlrt.runtime.pipeline import encode_stream, prefix_mask, sample_indices
 from vlrt.runtime.video import VideoInfo, probe
 
 
@@ -102,8 +102,6 @@ class GpuPipeline:
         if missing:
             raise VlrtError(f"the encoder's settings lack {', '.join(missing)}; build it with "
                             "GpuEncoder.from_checkpoint or pass settings=")
-        # Before the decoder is built: FFmpeg shares the CUDA context only with the flags set here.
-        share_primary_context(encoder.device)
         self.encoder = encoder
         decoder = decoder or GpuDecoder(device=encoder.device, fallback=fallback)
         torch = require_torch()
@@ -139,9 +137,7 @@ class GpuPipeline:
             for c in clips:
                 wait_event(stream, c.ready, [c.pixels])
             pixels = torch.stack([c.pixels for c in clips])  # (B, T, 3, S, S)
-        mask = torch.zeros(pixels.shape[:2], dtype=torch.float32)  # (B, T)
-        for b, c in enumerate(clips):
-            mask[b, :c.n_frames] = 1.0
+        mask = torch.from_numpy(prefix_mask([c.n_frames for c in clips], pixels.shape[1]))  # (B, T)
         return pixels, mask
 
     def _encode(self, pixels: Any, mask: Any) -> tuple[np.ndarray, np.ndarray]:

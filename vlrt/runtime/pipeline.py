@@ -108,13 +108,15 @@ class Result:
     error: str | None = None
 
 
+def prefix_mask(counts: Iterable[int], frames: int) -> np.ndarray:
+    """(B, T) float32: 1 for the first counts[b] of `frames` frames of clip b, 0 after."""
+    return (np.arange(frames) < np.asarray(list(counts), np.int64)[:, None]).astype(np.float32)
+
+
 def stack_clips(clips: list[Clip]) -> tuple[np.ndarray, np.ndarray]:
     """A batch for the encoder: pixels (B, T, 3, S, S) and the prefix mask (B, T)."""
     pixels = np.stack([c.pixels for c in clips])  # (B, T, 3, S, S)
-    mask = np.zeros(pixels.shape[:2], np.float32)  # (B, T)
-    for b, c in enumerate(clips):
-        mask[b, :c.n_frames] = 1.0
-    return pixels, mask
+    return pixels, prefix_mask([c.n_frames for c in clips], pixels.shape[1])
 
 
 def encode_stream(paths: Iterable[str], loader: Callable[[str], Any], encode, *, batch_size: int = 8,
