@@ -20,3 +20,12 @@ def tiny_bundle(tmp_path_factory):
     export_checkpoint(write_clip4clip(root / "pytorch_model.bin.0", TINY_C4C, seed=0, head="seqTransf"),
                       root / "b", max_frames=4)
     return root / "b"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_home(tmp_path_factory):
+    """vlrt's caches (the cut video graphs of packed frames) go to the test run's own folder."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("cache")
+        mp.setenv("XDG_CACHE_HOME", str(path))
+        yield path

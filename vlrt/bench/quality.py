@@ -16,11 +16,12 @@ from typing import Any
 from vlrt.errors import VlrtError
 
 
-def write_gallery(folder: Path, limit: int | None) -> tuple[list[str], list[Any]]:
+def write_gallery(folder: Path, limit: int | None, split: str = "test") -> tuple[list[str], list[Any]]:
+    """The first `limit` clips of a synthetic split as H.264 files (kept when already there)."""
     from vlrt.bench import synth
 
     folder.mkdir(parents=True, exist_ok=True)
-    items = list(synth.gallery("test"))[:limit]
+    items = list(synth.gallery(split))[:limit]
     paths = []
     for scene, seed in items:
         path = folder / synth.clip_name(scene, seed)

@@ -29,12 +29,22 @@ key then also holds the TensorRT version and the GPU. See docs/tensorrt.md.
 
 Every build is checked against the bundle's fp32 graphs: the min cosine per embedding must be
 >= 0.99, or nothing is written (--no-gate keeps it and records the gate as skipped).
+
+--auto builds every candidate this machine's CPU backends offer (fp32, int8 dynamic and, with
+--calib, static, with and without attention fusion; OpenVINO's when vlrt[openvino] is installed;
+token merging only with --token-merge R), times each here through the runtime on the same frames
+(interleaved rounds), refuses those below the cosine gate or, with --gallery, more than 0.5 point
+of Recall@1 below fp32, and records the fastest as this machine's default in
+BUNDLE/engines/auto.json, with every candidate's figures: `Runtime.load(BUNDLE)`, `vlrt embed`
+and `vlrt search` then use it when no backend, precision or engine is named.
 """
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from vlrt.cli.common import Stages, add_json, print_json, subcommand
+from vlrt.cli.common import Stages, add_json, positive_int, print_json, subcommand
+from vlrt.errors import VlrtError
 from vlrt.runtime import backends
 
 
@@ -57,6 +67,14 @@ def register(sub) -> None:
                    help="merge R tokens per vision block (default 0: off; lossy, see above)")
     p.add_argument("--fuse-attention", action="store_true",
                    help="fuse attention into ONNX Runtime's Attention op (ort-cpu; default off)")
+    auto = p.add_argument_group("--auto")
+    auto.add_argument("--auto", action="store_true",
+                      help="build and time every candidate here; keep the fastest that passes (see above)")
+    auto.add_argument("--gallery", metavar="TSV",
+                      help="labelled videos for the Recall@1 gate: lines 'file<TAB>caption', files relative to "
+                           "the TSV's folder (a first line starting 'file<TAB>' is a header)")
+    auto.add_argument("--threads", type=positive_int, help="threads to time with (default: the backend's)")
+    auto.add_argument("--rounds", type=positive_int, default=5, help="interleaved timing rounds (default 5)")
     add_json(p)
     p.set_defaults(func=run)
 
@@ -65,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
     from vlrt.build import build_engine, require_build_extra
 
     require_build_extra()
+    if args.auto:
+        return run_auto(args)
+    if args.gallery or args.threads or args.rounds != 5:
+        raise VlrtError("--gallery, --threads and --rounds apply to --auto")
     result = build_engine(args.bundle, backend=args.backend, precision=args.precision, int8_mode=args.int8_mode,
                           calib=args.calib, overwrite=args.force, gate=not args.no_gate, progress=Stages(),
                           plugins=args.plugin, token_merge=args.token_merge,
@@ -94,3 +116,56 @@ def run(args: argparse.Namespace) -> int:
     if result.seconds:
         print("time: " + ", ".join(f"{k} {s:.1f}s" for k, s in result.seconds.items()))
     return 0
+
+
+def run_auto(args: argparse.Namespace) -> int:
+    from vlrt.build.auto import build_auto
+
+    for flag in ("precision", "int8_mode", "plugin", "fuse_attention", "force", "no_gate"):
+        if getattr(args, flag):
+            raise VlrtError(f"--{flag.replace('_', '-')} chooses one engine; --auto tries them all")
+    gallery = read_gallery(Path(args.gallery)) if args.gallery else None
+    entry = build_auto(args.bundle, calib=args.calib, gallery=gallery,
+                       token_merge=[args.token_merge] if args.token_merge else [],
+                       only=[args.backend] if args.backend else None, threads=args.threads, rounds=args.rounds,
+                       progress=Stages(quiet=args.json))
+    if args.json:
+        print_json(entry)
+        return 0
+    m = entry["measure"]
+    print(f"{args.bundle}: timed on {m['frames']} ({m['source']}), {m['rounds']} interleaved rounds"
+          + (f", Recall@1 on {m['gallery_videos']} gallery videos" if m["gallery_videos"] else ""))
+    for c in entry["candidates"]:
+        figures = [f"{c['frames_per_s']:.1f} frames/s" if "frames_per_s" in c else "",
+                   f"min cos {c['timing_min_cosine']:.5f}" if "timing_min_cosine" in c else "",
+                   "R@1 t2v {t2v_R@1:.2f} v2t {v2t_R@1:.2f}".format(**c["recall"]) if "recall" in c else ""]
+        print(f"  {c['name']:<44} {'  '.join(f for f in figures if f):<52} {c['status']}")
+    choice = entry["choice"]
+    print(f"chosen: {choice['name']} ({'engine ' + choice['key'] if choice['key'] else 'the bundle graphs'}); "
+          "recorded in engines/auto.json as this machine's default")
+    return 0
+
+
+def read_gallery(tsv: Path) -> tuple[list[str], list[str]]:
+    """(video files, captions) from a 'file<TAB>caption' file; paths relative to its folder."""
+    try:
+        lines = tsv.read_text().splitlines()
+    except OSError as exc:
+        raise VlrtError(f"--gallery {tsv}: {exc.strerror}") from None
+    if lines and lines[0].startswith("file\t"):
+        lines = lines[1:]
+    paths, captions = [], []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 2 or not parts[1].strip():
+            raise VlrtError(f"--gallery {tsv}: line {n} is not 'file<TAB>caption'")
+        path = tsv.parent / parts[0]
+        if not path.is_file():
+            raise VlrtError(f"--gallery {tsv}: line {n}: {path} is not a file")
+        paths.append(str(path))
+        captions.append(parts[1].strip())
+    if not paths:
+        raise VlrtError(f"--gallery {tsv}: no videos listed")
+    return paths, captions

@@ -7,11 +7,12 @@ bundle (ONNX graphs + manifest), which the demo runs with no PyTorch, and as the
 was exported from (`--from-checkpoint` exports it again, parity gate included; needs
 vlrt[export]).
 
-The demo writes the held-out test clips as H.264 files (captions never seen in training), builds
-the default engine for this machine (as `vlrt build` does; needs vlrt[build]), embeds the clips
-with the real pipeline (decode, sample, preprocess, ONNX Runtime), runs every caption as a query
-and prints text->video and video->text Recall@1/5/10, median rank and throughput, for the fp32
-bundle and for the built engine (with its top-1 agreement with fp32). It also scores a
+The demo writes the held-out test clips as H.264 files (captions never seen in training), chooses
+this machine's default engine as `vlrt build --auto` does (every CPU candidate built and timed
+here; static int8 calibrated on 8 training clips; the Recall@1 gate on the test clips; needs
+vlrt[build]), embeds the clips with the real pipeline (decode, sample, preprocess, encode), runs
+every caption as a query and prints text->video and video->text Recall@1/5/10, median rank and
+throughput, for the fp32 bundle and for the chosen engine (with its top-1 agreement with fp32). It also scores a
 single-frame baseline (the middle sampled frame of each clip alone) and two probes that only
 time can answer: own caption against the opposite direction and against the other speed
 (chance: 50%). The fp32 figures must equal the ones recorded when the model was shipped: the
@@ -20,9 +21,11 @@ demo exits 1 when they differ.
 With -o DIR it leaves, to explore:
   DIR/videos/        the test clips (H.264 MP4)
   DIR/captions.tsv   file, caption, split: one line per clip
-  DIR/bundle/        the bundle, and under bundle/engines/<key>/ the engine it built
-  DIR/index/         an index of the clips, embedded with that engine (with the fp32 graphs
-                     when no engine was built), so that `vlrt search DIR/index "a red circle
+  DIR/calib/         the calibration clips (training split)
+  DIR/bundle/        the bundle, the engines it built under bundle/engines/<key>/, and the
+                     choice with every candidate's figures in bundle/engines/auto.json
+  DIR/index/         an index of the clips, embedded with the chosen engine (with the fp32
+                     graphs when none was built or they were fastest), so that `vlrt search DIR/index "a red circle
                      moves to the left"` can be checked against captions.tsv by eye
 """
 from __future__ import annotations
@@ -36,6 +39,8 @@ from typing import Any
 
 from vlrt.cli.common import Stages, add_backend, add_json, fail, positive_int, print_json, subcommand
 from vlrt.errors import VlrtError
+
+CALIBRATION_CLIPS = 8
 
 
 def register(sub) -> None:
@@ -69,8 +74,9 @@ def make_bundle(root: Path, *, from_checkpoint: bool, progress) -> dict[str, Any
     return {"source": "checkpoint, exported now", "validation_min_cosine": result.report.min_cosine}
 
 
-def build_default(bundle: Path, backend: str | None, progress):
-    """The default engine for this machine, or None when the build extra is missing."""
+def build_default(root: Path, paths: list[str], scenes: list[Any], backend: str | None, progress):
+    """This machine's default engine, chosen as `vlrt build --auto` chooses (the demo's clips are
+    the labelled gallery); None when the build extra is missing."""
     from vlrt.build import require_build_extra
 
     try:
@@ -78,9 +84,13 @@ def build_default(bundle: Path, backend: str | None, progress):
     except VlrtError as exc:
         progress(f"no engine built: {exc}")
         return None
-    from vlrt.build import build_engine
+    from vlrt.bench.quality import write_gallery
+    from vlrt.build.auto import build_auto
 
-    return build_engine(bundle, backend=backend, progress=progress)
+    progress("writing 8 training clips to calibrate static int8 on")
+    write_gallery(root / "calib", CALIBRATION_CLIPS, split="train")
+    return build_auto(root / "bundle", calib=root / "calib", gallery=(paths, [s.caption for s in scenes]),
+                      only=[backend] if backend else None, progress=progress)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
         paths, scenes = write_gallery(root / "videos", args.videos)
         write_captions(root / "captions.tsv", paths, scenes)
         source = make_bundle(root, from_checkpoint=args.from_checkpoint, progress=stages)
-        built = build_default(root / "bundle", args.backend, stages)
-        out = measure(root, paths, scenes, built, args, stages)
+        auto = build_default(root, paths, scenes, args.backend, stages)
+        out = measure(root, paths, scenes, auto, args, stages)
     out["bundle_source"] = source["source"]
     out["validation_min_cosine"] = source["validation_min_cosine"]
     want = recorded_figures(out["videos"])
@@ -121,31 +131,34 @@ def write_captions(path: Path, paths: list[str], scenes: list[Any]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def measure(root: Path, paths: list[str], scenes: list[Any], built, args, stages) -> dict[str, Any]:
-    """fp32 figures (with the single-frame baseline), then the engine's, whose embeddings come
-    from the index the demo leaves behind."""
+def measure(root: Path, paths: list[str], scenes: list[Any], auto, args, stages) -> dict[str, Any]:
+    """fp32 figures (with the single-frame baseline), then the chosen engine's, whose embeddings
+    come from the index the demo leaves behind."""
     from vlrt import Runtime
     from vlrt.bench.metrics import top1_agreement
     from vlrt.bench.quality import figures, quality_of
 
-    rt = Runtime.load(root / "bundle", backend=args.backend)
+    rt = Runtime.load(root / "bundle", backend=args.backend, precision="fp32")
     stages(f"embedding {len(paths)} clips with the fp32 bundle ({rt.backend})")
     out = figures(rt, paths, scenes, baseline=True)
-    key = built.key if built is not None else None
-    stages(f"indexing {len(paths)} clips with {'engine ' + key if key else 'the fp32 bundle'}")
+    choice = auto["choice"] if auto is not None else {"name": f"{rt.backend} fp32", "backend": rt.backend, "key": None}
+    stages(f"indexing {len(paths)} clips with {choice['name']}")
     t0 = time.perf_counter()
-    ert, e_videos = write_index(root / "index", root / "bundle", paths, backend=rt.backend, engine=key)
+    ert, e_videos = write_index(root / "index", root / "bundle", paths, backend=choice["backend"],
+                                engine=choice["key"])
     seconds = time.perf_counter() - t0
     videos, scores = out.pop("embeddings"), out["scores"]
     out["default_engine"] = None
-    if key is not None:
+    if auto is not None:
         quality, e_scores = quality_of(ert, e_videos, scenes)
         out["default_engine"] = {
-            "engine": ert.engine_line(), "key": key, "quality": quality,
+            "name": choice["name"], "engine": ert.engine_line(), "key": choice["key"], "quality": quality,
             "videos_per_s": round(len(paths) / seconds, 2),
             "top1_agreement_t2v": top1_agreement(e_scores, scores),
             "top1_agreement_v2t": top1_agreement(e_scores.T, scores.T),
-            "min_video_cosine": round(float((e_videos * videos).sum(1).min()), 6)}
+            "min_video_cosine": round(float((e_videos * videos).sum(1).min()), 6),
+            "candidates": [{k: c[k] for k in ("name", "status", "frames_per_s") if k in c}
+                           for c in auto["candidates"]]}
     return out
 
 
@@ -197,7 +210,9 @@ def _print(out: dict[str, Any], scenes, scores) -> None:
     if e is None:
         print("default engine: none built; the index holds the fp32 bundle's embeddings")
     else:
-        print(f"default engine ({e['engine']}):")
+        tried = ", ".join(f"{c['name']} {c['frames_per_s']:.0f}" for c in e["candidates"] if "frames_per_s" in c)
+        print(f"default engine, the fastest candidate here that holds the gates (frames/s: {tried}):")
+        print(f"  {e['name']}: {e['engine']}")
         print("\n".join(_recall_lines(e["quality"])))
         print(f"  top-1 agreement with fp32: t2v {e['top1_agreement_t2v']:.1f}%, v2t {e['top1_agreement_v2t']:.1f}%; "
               f"min video cosine {e['min_video_cosine']:.6f}; indexing {e['videos_per_s']:.1f} videos/s")

@@ -7,6 +7,7 @@ Built engines (`vlrt build`) live inside the bundle, one directory per build und
 `engines/<key>/` with their own `engine.json`. An engine is used only by the backend, precision,
 bundle manifest, onnxruntime version and machine it was built for; a TensorRT engine also only
 by the TensorRT version and GPU (name, compute capability) it was built with.
+`engines/auto.json` records what `vlrt build --auto` measured and chose, per machine.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ SCHEMA_VERSION = "1.1"
 SCHEMA_1_0_OUTPUTS = {"video": ("video_embeds", "frame_embeds"), "text": ("text_embeds", "token_embeds")}
 ENGINES = "engines"
 ENGINE_MANIFEST = "engine.json"
+AUTO_FILE = "auto.json"  # under engines/: `vlrt build --auto`'s choice, one entry per machine
 ENGINE_VERSION = 1
 # The fields of engine.json an engine is built from; its key is their hash.
 ENGINE_KEY_FIELDS = ("backend", "precision", "options", "source", "versions", "machine")
@@ -112,6 +114,27 @@ class Bundle:
     @property
     def manifest_sha256(self) -> str:
         return sha256_file(self.root / MANIFEST)
+
+    def auto_entries(self) -> list[dict[str, Any]]:
+        """Every machine's entry in engines/auto.json (none when `vlrt build --auto` never ran)."""
+        path = self.root / ENGINES / AUTO_FILE
+        if not path.is_file():
+            return []
+        try:
+            return list(json.loads(path.read_text())["entries"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise VlrtError(f"{path}: unreadable ({exc}); run `vlrt build {self.root} --auto` again") from None
+
+    def auto_choice(self) -> dict[str, Any] | None:
+        """This machine's `vlrt build --auto` choice for this manifest ({name, backend, precision,
+        key}; key None: the bundle's own graphs), or None."""
+        entries = self.auto_entries()
+        if not entries:
+            return None
+        machine, sha = machine_fingerprint(), self.manifest_sha256
+        entry = next((e for e in entries if e.get("machine") == machine
+                      and e.get("source", {}).get("manifest_sha256") == sha), None)
+        return entry["choice"] if entry else None
 
     def engine(self, *, backend: str, precision: str | None = None, key: str | None = None,
                token_merge: int = 0) -> "Engine":

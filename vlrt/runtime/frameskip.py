@@ -10,9 +10,11 @@ full sequence of T frame features, duplicates included, so every pooling rule se
 have seen had it encoded the duplicate itself (exactly that, for bit-identical frames).
 
 This needs the video graph in two parts, the per-frame tower (pixels -> projected frame
-features [B, T, D]) and the head (features + mask -> video and frame embeddings). They are cut
-from the engine's (or bundle's) video graph with the `onnx` package on first use and cached under
-$XDG_CACHE_HOME/vlrt/split/<sha256 of the graph>/, so a changed graph never reuses a stale split.
+features [B, T, D]) and the head (features + mask -> video and frame embeddings), the same parts
+that packed frames use (`Runtime.load(..., pack=True)`, the default: the tower runs on the real
+frames of a batch only). They are cut from the engine's (or bundle's) video graph with the `onnx`
+package on first use and cached under $XDG_CACHE_HOME/vlrt/split/<sha256 of the graph>/, so a
+changed graph never reuses a stale split.
 """
 from __future__ import annotations
 
@@ -68,17 +70,21 @@ def split_video_graph(path: Path, sha256: str, outputs: tuple[str, ...]) -> tupl
         import onnx
         from onnx.utils import Extractor
     except ImportError:
-        raise VlrtError("frame skipping cuts the video graph in two with the onnx package: pip install onnx") from None
+        raise VlrtError("the video graph is cut in two with the onnx package: pip install 'vlrt[build]'") from None
     model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     cut = _features_tensor(model)
     extractor = Extractor(model)
-    base.mkdir(parents=True, exist_ok=True)
-    for target, inputs, kept in [(tower, ["pixels"], [cut]), (head, [cut, "frame_mask"], list(outputs))]:
-        part = extractor.extract_model(inputs, kept)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        onnx.save(part, str(tmp))
-        tmp.replace(target)
-    (base / "features").write_text(cut)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "features").write_text(cut)  # before the graphs, whose presence marks the split done
+        for target, inputs, kept in [(tower, ["pixels"], [cut]), (head, [cut, "frame_mask"], list(outputs))]:
+            part = extractor.extract_model(inputs, kept)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            onnx.save(part, str(tmp))
+            tmp.replace(target)
+    except OSError as exc:
+        raise VlrtError(f"cannot write the cut video graph under {base} ({exc.strerror}); set XDG_CACHE_HOME to a "
+                        "writable folder") from None
     return tower, head
 
 
@@ -95,5 +101,5 @@ def _features_tensor(model) -> str:
     consumers = [n for n in model.graph.node if projection.output[0] in n.input]
     if len(consumers) != 1 or consumers[0].op_type != "Reshape":
         raise VlrtError(f"graph {model.graph.name!r}: the vision projection does not feed one Reshape to (B, T, D); "
-                        "frame skipping cannot cut this graph")
+                        "it cannot be cut at the frame features")
     return consumers[0].output[0]

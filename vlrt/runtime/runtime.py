@@ -12,6 +12,7 @@ from vlrt.families import get_head
 from vlrt.runtime import backends
 from vlrt.runtime.backends import Backend
 from vlrt.runtime.bundle import Bundle, Engine
+from vlrt.runtime.frameskip import SkipStats, representatives
 from vlrt.runtime.tokenizer import ClipTokenizer
 
 BackendName = Literal["ort-cpu", "ort-cuda", "tensorrt"]  # the built-in entries of vlrt.runtime.backends
@@ -20,7 +21,7 @@ Precision = Literal["fp32", "fp16", "int8"]
 
 class Runtime:
     def __init__(self, bundle: Bundle, *, backend: Backend, threads: int | None = None,
-                 engine: Engine | None = None, skip_similar: float | None = None) -> None:
+                 engine: Engine | None = None, skip_similar: float | None = None, pack: bool = True) -> None:
         _check_supported(bundle)
         self.bundle = bundle
         self.backend = backend.name
@@ -30,36 +31,58 @@ class Runtime:
         if backend.needs_engine and engine is None:
             raise VlrtError(f"the {backend.name} backend runs engines built by `vlrt build --backend {backend.name}`; "
                             "none was given")
+        if skip_similar is not None and skip_similar < 0:
+            raise VlrtError(f"skip_similar={skip_similar}: a mean absolute difference in levels, >= 0")
+        self.skip_similar = skip_similar
+        self.skip_stats = SkipStats() if skip_similar is not None else None
+        files = {g: graphs.graph_path(g) for g in ("video", "text")}
+        self._features, self.pack_note = None, "packing off (pack=False)"
+        if pack or skip_similar is not None:
+            self._features, self.pack_note = self._split(graphs, backend, files, required=skip_similar is not None)
         options = engine.options() if engine else {}
-        self._runners = backend.runners({g: graphs.graph_path(g) for g in ("video", "text")}, options, threads)
+        self._runners = backend.runners(files, options, threads)
         tok = bundle.manifest["tokenizer"]
         self.tokenizer = ClipTokenizer(bundle.path(tok["file"]))
-        self.skip_similar = skip_similar
-        self.skip_stats = None
-        if skip_similar is not None:
-            self._split_video(graphs, backend, threads)
 
     @classmethod
     def load(cls, path: str | Path, *, backend: BackendName | str | None = None, precision: Precision | None = None,
              threads: int | None = None, engine: str | None = None, token_merge: int = 0,
-             skip_similar: float | None = None) -> "Runtime":
-        """Open a bundle. With a precision other than fp32, or with token merging, use the engine
+             skip_similar: float | None = None, pack: bool = True) -> "Runtime":
+        """Open a bundle. With nothing named (no backend, precision, engine or token merging) and a
+        `vlrt build --auto` choice for this machine, or with `engine="auto"`, use that choice.
+        With a precision other than fp32, or with token merging, use the engine
         `vlrt build` made for this backend, precision, token merging and machine: the one built
         with the default options for that precision, or the only one (several others: refused,
         listing their keys), or the one whose key is `engine`.
         `skip_similar=T` encodes a sampled frame that differs from the last encoded frame of its
         video by at most T levels of 255 (mean absolute difference) once (vlrt/runtime/frameskip.py).
+        `pack=True` (the default) runs the vision tower on the real frames of a batch only, packed
+        together, and the temporal head on each video's padded sequence, so a video costs in
+        proportion to its sampled frames; it needs the video graph cut in two (the `onnx` package,
+        and a backend that runs the parts: not TensorRT's whole-graph plans). Where it cannot,
+        every frame slot runs through the tower and `pack_note` says why.
         A backend that runs only built engines (tensorrt) takes its default precision's engine
         when none is given."""
         bundle = Bundle.open(path)
+        auto = bundle.auto_choice() if engine == "auto" or (engine is None and backend is None and precision is None
+                                                            and not token_merge) else None
+        if engine == "auto":
+            if auto is None:
+                raise VlrtError(f"{bundle.root}: no `vlrt build --auto` choice for this machine; run "
+                                f"`vlrt build {bundle.root} --auto` here")
+            if backend not in (None, auto["backend"]) or precision not in (None, auto["precision"]) or token_merge:
+                raise VlrtError(f"{bundle.root}: the auto choice here is {auto['name']}; it does not match the "
+                                "backend, precision or token merging asked for")
+        if auto is not None:
+            backend, precision, engine = auto["backend"], auto["precision"], auto["key"]
         spec = backends.resolve(backend)
         if precision is not None:
             precision = backends.check_precision(spec, precision)
         if engine is None and precision in (None, "fp32") and not spec.needs_engine and not token_merge:
-            return cls(bundle, backend=spec, threads=threads, skip_similar=skip_similar)
+            return cls(bundle, backend=spec, threads=threads, skip_similar=skip_similar, pack=pack)
         found = bundle.engine(backend=spec.name, precision=precision, key=engine, token_merge=token_merge)
         backends.check_precision(spec, found.precision)
-        return cls(bundle, backend=spec, threads=threads, engine=found, skip_similar=skip_similar)
+        return cls(bundle, backend=spec, threads=threads, engine=found, skip_similar=skip_similar, pack=pack)
 
     @property
     def engine_info(self) -> dict[str, Any]:
@@ -67,7 +90,13 @@ class Runtime:
         the engine's build options."""
         return {"backend": self.backend, "precision": self.precision,
                 "engine": self.engine.key if self.engine else None,
-                "options": self.engine.options() if self.engine else {}, "skip_similar": self.skip_similar}
+                "options": self.engine.options() if self.engine else {}, "skip_similar": self.skip_similar,
+                "packed": self.packed}
+
+    @property
+    def packed(self) -> bool:
+        """Whether the vision tower runs on real frames only (see `load`'s `pack`)."""
+        return self._features is not None
 
     def engine_line(self) -> str:
         """One line naming what encodes, for logs and CLI output."""
@@ -114,8 +143,8 @@ class Runtime:
         pixels, mask = self._check_frames(pixels, mask)
         embedding, features = self.bundle.outputs("video")
         videos, frames = [], []
+        infer = self._infer_packed if self.packed else self._runners["video"].infer
         for i in range(0, len(pixels), batch_size):
-            infer = self._runners["video"].infer if self.skip_similar is None else self._infer_skipping
             out = infer({"pixels": pixels[i:i + batch_size], "frame_mask": mask[i:i + batch_size]})
             videos.append(out[embedding])
             frames.append(out[features])
@@ -124,28 +153,33 @@ class Runtime:
             return video, (np.concatenate(frames) if frames else np.zeros((0, pixels.shape[1], self.embed_dim), np.float32))
         return video
 
-    def _split_video(self, graphs: Bundle | Engine, backend: Backend, threads: int | None) -> None:
-        from vlrt.runtime.frameskip import SkipStats, features_name, split_video_graph
+    def _split(self, graphs: Bundle | Engine, backend: Backend, files: dict[str, Path], *,
+               required: bool) -> tuple[str | None, str]:
+        """Replace the video graph in `files` by its tower and head parts; (features tensor, note).
+        Where it cannot be cut: an error if `required` (frame skipping), else (None, why)."""
+        path = files["video"]
+        try:
+            if backend.split_video is None:
+                raise VlrtError(f"the {backend.name} backend runs whole-graph engines, which are not split")
+            tower, head, features = backend.split_video(path, _graph_sha256(graphs, path), self.bundle.outputs("video"))
+        except VlrtError as exc:
+            if required:
+                raise VlrtError(f"frame skipping: {exc}") from None
+            return None, f"not packed: {exc}"
+        del files["video"]
+        files.update(video_frames=tower, video_head=head)
+        return features, "packed: the vision tower runs on real frames only"
 
-        if backend.needs_engine:
-            raise VlrtError(f"frame skipping splits the ONNX video graph; the {backend.name} backend runs built "
-                            "engines, which are not split")
-        if self.skip_similar < 0:
-            raise VlrtError(f"skip_similar={self.skip_similar}: a mean absolute difference in levels, >= 0")
-        path = graphs.graph_path("video")
-        tower, head = split_video_graph(path, _graph_sha256(graphs, path), self.bundle.outputs("video"))
-        self._features = features_name(tower)
-        parts = backend.runners({"video_frames": tower, "video_head": head}, {}, threads)
-        self._runners.update(parts)
-        self.skip_stats = SkipStats()
-
-    def _infer_skipping(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The video graph in two parts, the tower on each video's representative frames only."""
-        from vlrt.runtime.frameskip import representatives
-
+    def _infer_packed(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The video graph in two parts: the tower on the batch's real frames (with frame skipping,
+        each video's representative frames) packed into one tower batch, the head on the padded
+        per-video sequences."""
         pixels, mask = feeds["pixels"], feeds["frame_mask"]
         n, t = mask.shape
-        rep = representatives(pixels, mask, self.skip_similar, self.bundle.manifest["preprocessing"]["std"])
+        if self.skip_similar is None:
+            rep = np.where(mask > 0, np.arange(n * t).reshape(n, t), -1)
+        else:
+            rep = representatives(pixels, mask, self.skip_similar, self.bundle.manifest["preprocessing"]["std"])
         unique = np.unique(rep[rep >= 0])
         flat = pixels.reshape(n * t, *pixels.shape[2:])
         encoded = self._runners["video_frames"].infer({"pixels": flat[unique][None]})[self._features][0]  # (U, D)
@@ -154,8 +188,9 @@ class Runtime:
         first = (np.arange(n) * t)[:, None]
         slot = np.searchsorted(unique, np.where(rep >= 0, rep, first))  # position of each representative
         features = encoded[slot.reshape(-1)]
-        self.skip_stats.frames += int(mask.sum())
-        self.skip_stats.encoded += len(unique)
+        if self.skip_stats is not None:
+            self.skip_stats.frames += int(mask.sum())
+            self.skip_stats.encoded += len(unique)
         return self._runners["video_head"].infer({self._features: features.reshape(n, t, -1), "frame_mask": mask})
 
     def _check_frames(self, pixels: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

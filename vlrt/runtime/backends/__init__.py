@@ -43,6 +43,11 @@ class Backend:
     structural_passes: tuple[str, ...] = ("token-merge",)  # opt-in graph passes it accepts
     build: Any = None  # optional hook object: extra build options, and artifacts from the passed graphs
     notes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # precision -> refusal reason
+    # (video graph file, its sha256, the outputs the head keeps) -> (tower file, head file, features
+    # tensor name): the video graph cut at the per-frame features, for packed frames and frame
+    # skipping; None: the backend's engines cannot be cut (every frame slot runs through the tower)
+    split_video: Callable[[Path, str, tuple[str, ...]], tuple[Path, Path, str]] | None = \
+        dataclasses.field(default=lambda *a: split_onnx_video(*a))
 
     @property
     def default_int8_mode(self) -> str | None:
@@ -92,6 +97,14 @@ def check_precision(backend: Backend, precision: str | None) -> str:
     return precision
 
 
+def split_onnx_video(path: Path, sha256: str, outputs: tuple[str, ...]) -> tuple[Path, Path, str]:
+    """The ONNX video graph cut in two with the `onnx` package, cached by the graph's sha256."""
+    from vlrt.runtime.frameskip import features_name, split_video_graph
+
+    tower, head = split_video_graph(path, sha256, outputs)
+    return tower, head, features_name(tower)
+
+
 def _register_builtin() -> None:
     from vlrt.runtime.backends import ort, trt
 
@@ -114,6 +127,7 @@ def _register_builtin() -> None:
         precisions=("fp32", "fp16", "int8"), default_precision="fp16", int8_modes=("static",),
         runners=lambda *a: trt.plan_runners(*a), require=lambda: trt.require_tensorrt(),
         key_versions=lambda: trt.key_versions(), key_machine=lambda: trt.key_machine(), needs_engine=True, auto_rank=-1, build=trt.BUILD,
+        split_video=None,
         notes={"dynamic": "TensorRT builds INT8 only from Q/DQ graphs: use --int8-mode static (its default) "
                           "with --calib DIR"}))
 
