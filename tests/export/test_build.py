@@ -128,7 +128,7 @@ def test_engine_choice_is_deterministic(bundle, dynamic, static, tmp_path):
     rt = Runtime.load(bundle, backend="ort-cpu", precision="int8")
     assert rt.engine.key == dynamic.key
     assert rt.engine_info == {"backend": "ort-cpu", "precision": "int8", "engine": dynamic.key,
-                              "options": dynamic.manifest["options"], "skip_similar": None}
+                              "options": dynamic.manifest["options"], "skip_similar": None, "packed": True}
     assert rt.engine_line().startswith(f"engine {dynamic.key} (ort-cpu, int8, dynamic int8")
     copy = tmp_path / "copy"
     shutil.copytree(bundle, copy)

@@ -6,6 +6,24 @@ precision, pass options, calibration data, the bundle manifest's sha256, onnx/on
 versions, CPU model and ISA flags), so a changed setting, bundle, version or machine never
 reuses a stale engine. Every build is validated against the bundle's fp32 graphs on the export
 gate's inputs; an engine below the gate (min cosine 0.99 per embedding) is not written.
+
+A backend's registry entry may carry a build hook (`Backend.build`; TensorRT's `TrtEngineBuild`,
+OpenVINO's `OvEngineBuild`), an object with:
+
+    options(plugins) -> dict        extra engine options (part of the key)
+    artifacts(bundle, precision, options, out, graphs, seconds, progress, *, calibration)
+                                    the backend's own files from the passed graphs (`graphs`:
+                                    name -> engine.json entry of the ONNX file in `out`); returns
+                                    the entries engine.json lists; an entry names the other
+                                    files it needs under "onnx" or "weights" ({file, sha256,
+                                    bytes}: Engine.verify checks them). `calibration`: the
+                                    --calib videos of a static int8 build (empty otherwise)
+    gate_runner(path, options)      the runner the gate runs a built file with, given the
+                                    engine's options, or None for ONNX Runtime CPU
+    accepts_plugins = True          optional: --plugin applies
+    owns_precision = True           optional: the artifacts make the precision; no ONNX precision
+                                    pass runs, and `precision_options(precision, int8_mode)`
+                                    gives the precision's engine options (see _plan_precision)
 """
 from __future__ import annotations
 
@@ -111,12 +129,14 @@ def build_engine(
     with _engine_staging(target, overwrite=overwrite) as tmp:
         graphs = _run_passes(bundle, plan, tmp, seconds, progress)
         hook = plan.backend.build
-        if hook is not None:  # artifacts of the backend's own (TensorRT: plans)
-            graphs = hook.artifacts(bundle, plan.precision, plan.options, tmp, graphs, seconds, progress)
+        if hook is not None:  # artifacts of the backend's own (TensorRT: plans; OpenVINO: int8 IR)
+            graphs = hook.artifacts(bundle, plan.precision, plan.options, tmp, graphs, seconds, progress,
+                                    calibration=plan.calibration)
         t0 = time.perf_counter()
         progress("validating against the bundle's fp32 graphs")
+        gate_runner = getattr(hook, "gate_runner", None)
         validation = validate_engine(bundle, {g: tmp / entry["file"] for g, entry in graphs.items()},
-                                     runner=getattr(hook, "gate_runner", None))
+                                     runner=(lambda path: gate_runner(path, plan.options)) if gate_runner else None)
         seconds["validate"] = time.perf_counter() - t0
         validation["gate"] = _gate(validation, enabled=gate)
         if plan.precision == "fp16" and hook is None:  # a backend's own artifacts are run by the gate itself
@@ -185,7 +205,12 @@ def _plan_precision(bundle: Bundle, *, backend: Backend, precision: str | None, 
                     calib: str | Path | None, plugins: Sequence[str | Path] = ()) -> _Plan:
     """The precision pass and its options. Reduced precision comes from the graph: an fp16 graph,
     dynamic int8 (ORT CPU), or calibrated Q/DQ (symmetric for GPU backends, which TensorRT
-    requires; asymmetric uint8 activations on the CPU, ORT's fast u8*s8 path)."""
+    requires; asymmetric uint8 activations on the CPU, ORT's fast u8*s8 path).
+
+    A backend's build hook may make the precision itself instead (`owns_precision`, OpenVINO):
+    no ONNX precision pass runs, its `precision_options(precision, int8_mode)` are the engine's
+    options (it may refuse there, before any work), and static int8 still takes the --calib
+    videos, recorded in the options and engine.json as for Q/DQ, and handed to its artifacts."""
     from vlrt.build.passes import DynamicInt8, Fp16Graph, StaticInt8QDQ
 
     hook = backend.build
@@ -201,6 +226,17 @@ def _plan_precision(bundle: Bundle, *, backend: Backend, precision: str | None, 
     if calib is not None and (precision != "int8" or mode != "static"):
         raise VlrtError("--calib is used only by --precision int8 --int8-mode static")
     base = hook.options(plugins) if hook is not None else {}
+    if getattr(hook, "owns_precision", False):
+        options = hook.precision_options(precision, mode if precision == "int8" else None)
+        if precision != "int8" or mode != "static":
+            return _Plan(backend, precision, {**options, **base}, {}, [])
+        if calib is None:
+            raise VlrtError(f"{backend.name} int8 is calibrated on videos (--int8-mode static): pass --calib DIR, a "
+                            "folder of videos like the ones you will embed")
+        videos = calibration_videos(Path(calib))
+        return _Plan(backend, precision, {**options, "calibration": _calibration_id(videos), **base}, {}, videos)
+    if precision not in ("fp32", "fp16", "int8"):
+        raise VlrtError(f"no graph pass makes {precision} graphs, and the {backend.name} backend's build does not")
     if precision in ("fp32", "fp16"):
         passes = {g: Fp16Graph() for g in GRAPHS} if precision == "fp16" else {}
         options = {"pass": "fp16"} if passes else ({"pass": "none"} if base else {})
@@ -233,13 +269,15 @@ def validate_engine(bundle: Bundle, graphs: dict[str, Path], *,
                     runner: Callable[[Path], Any] | None = None) -> dict[str, Any]:
     """Min cosine per embedding of the built graphs vs the bundle's fp32 graphs (ORT CPU), on the
     gate's inputs made from the manifest (vlrt.build.validate): no PyTorch model is needed.
-    `runner` runs a backend's own artifacts (TensorRT plans); ONNX graphs run on ORT CPU."""
+    `runner(path)` gives the runner of a built file, as the backend will run it (TensorRT plans,
+    OpenVINO IR and ONNX), or None for a file ONNX Runtime CPU runs; without it, ORT CPU runs all."""
     tokenizer = ClipTokenizer(bundle.path(bundle.manifest["tokenizer"]["file"]))
     feed_sets = get_family(bundle.manifest["family"]).validation_inputs(bundle.manifest, tokenizer)
     per_output: dict[str, dict[str, float]] = {}
     for name, path in graphs.items():
-        run_built = runner if runner is not None and path.suffix != ".onnx" else _onnx_runner
-        with OrtRunner(SessionFromOnnx(bundle.graph_path(name))) as ref, run_built(path) as opt:
+        built = runner(path) if runner is not None else None
+        with OrtRunner(SessionFromOnnx(bundle.graph_path(name))) as ref, \
+                (built if built is not None else _onnx_runner(path)) as opt:
             for feeds in feed_sets:
                 expected, got = ref.infer(feeds[name]), opt.infer(feeds[name])
                 for out_name, value in expected.items():

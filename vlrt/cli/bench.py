@@ -39,7 +39,7 @@ def register(sub) -> None:
                    help="where the test clips are written once (default: %(default)s)")
     p.add_argument("--videos", type=positive_int, help="use only the first N test clips (default: all)")
     add_backend(p)
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
                    help="measure the engine `vlrt build` made for this precision (default: fp32, the bundle's graphs)")
     p.add_argument("--engine", metavar="KEY", help="measure this built engine (a key under BUNDLE/engines/)")
     speed = p.add_argument_group("speed (--speed)")

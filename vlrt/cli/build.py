@@ -11,6 +11,8 @@ precisions:
          videos; the form TensorRT consumes; default on ort-cuda)
   fp16   (default on ort-cuda) fp16 graph with LayerNorm, Softmax and the embedding tail in fp32;
          refused on ort-cpu, whose fp16 kernels are mostly casts
+  bf16   openvino only, on CPUs with native bf16 (avx512_bf16 or amx_bf16; refused elsewhere):
+         the bundle's graphs, run by OpenVINO with inference precision bf16
   fp32   the bundle's own graphs; nothing to build unless a structural pass applies
          (--fuse-attention, --token-merge); tensorrt: a plan built from them
 
@@ -26,6 +28,10 @@ structural passes (opt-in; run before the precision pass):
 --backend tensorrt (needs vlrt[tensorrt] and an NVIDIA GPU) builds TensorRT plans from the same
 graphs: fp16 (default) from the fp16 graph, int8 from symmetric Q/DQ (--calib DIR), fp32; the
 key then also holds the TensorRT version and the GPU. See docs/tensorrt.md.
+
+--backend openvino (needs vlrt[openvino]) runs on the CPU with OpenVINO: int8 (default) is
+OpenVINO IR quantized by NNCF on --calib DIR videos (static only), bf16 as above, fp32 the
+bundle's graphs; the key also holds the OpenVINO and NNCF versions. See docs/build.md.
 
 Every build is checked against the bundle's fp32 graphs: the min cosine per embedding must be
 >= 0.99, or nothing is written (--no-gate keeps it and records the gate as skipped).
@@ -53,10 +59,10 @@ def register(sub) -> None:
     p.add_argument("bundle", help="bundle directory made by `vlrt export`")
     p.add_argument("--backend", choices=backends.names(),
                    help="default: the best ONNX Runtime backend available; tensorrt: docs/tensorrt.md")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
-                   help="default: the backend's (int8 on ort-cpu, fp16 on ort-cuda and tensorrt)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
+                   help="default: the backend's (int8 on ort-cpu and openvino, fp16 on ort-cuda and tensorrt)")
     p.add_argument("--int8-mode", choices=["dynamic", "static"],
-                   help="default: dynamic on ort-cpu, static on ort-cuda")
+                   help="default: dynamic on ort-cpu, static on ort-cuda and openvino")
     p.add_argument("--calib", metavar="DIR", help="videos to calibrate --int8-mode static on")
     p.add_argument("--no-gate", action="store_true",
                    help="keep an engine below the cosine gate (recorded as skipped)")
@@ -107,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         p = graph["pass"]
         steps = [*graph.get("passes", []), p]
         changed = "; ".join(f"{q['name']}: " + ", ".join(f"{k} {v}" for k, v in q["changed"].items()) for q in steps)
-        print(f"  {graph['file']}  {graph['bytes'] / 1e6:.1f} MB  {changed}; kept fp32: {p['kept_fp32']} nodes")
+        size = graph["bytes"] + graph.get("weights", {}).get("bytes", 0)  # OpenVINO IR: .xml + .bin
+        print(f"  {graph['file']}  {size / 1e6:.1f} MB  {changed}; kept fp32: {p['kept_fp32']} nodes")
     v = m["validation"]
     print(f"  vs fp32: min cos {v['min_cosine']:.6f} (gate {v['threshold']}: {v['gate']})  "
           + "  ".join(f"{k} {o['min_cosine']:.6f}" for k, o in v["per_output"].items()))

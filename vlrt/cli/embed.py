@@ -27,7 +27,7 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=["exact", "fast"], default="exact",
                    help="preprocessing: exact (CLIP's PIL pipeline) or fast (resize inside FFmpeg)")
     p.add_argument("--keep-frames", action="store_true", help="also store per-frame embeddings")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
                    help="run the engine `vlrt build` made for this precision (default: fp32, the bundle's graphs)")
     p.add_argument("--engine", metavar="KEY", help="run this built engine (a key under BUNDLE/engines/)")
     p.add_argument("--token-merge", type=int, default=0, metavar="R",

@@ -21,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
     p.add_argument("--bundle", metavar="DIR", help="the index's bundle, when it is no longer where the index says")
     add_backend(p, help="default: the backend of the engine the videos were embedded with")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
                    help="encode the query with this precision's engine instead (fp32: the bundle's graphs)")
     p.add_argument("--engine", metavar="KEY", help="encode the query with this built engine instead")
     add_json(p)

@@ -230,8 +230,9 @@ class Engine:
         if engine_key(self.manifest) != self.key:
             raise VlrtError(f"{self.root / ENGINE_MANIFEST}: its recorded build inputs do not hash to its key "
                             f"{self.key}; the engine was modified, rebuild it with `vlrt build ... --force`")
-        # A TensorRT graph entry is its plan, and lists the ONNX graph it was built from under "onnx".
-        files = [e for g in self.manifest["graphs"].values() for e in (g, g.get("onnx")) if e]
+        # A TensorRT graph entry is its plan, and lists the ONNX graph it was built from under "onnx";
+        # an OpenVINO IR entry is its .xml, and lists its weights (.bin) under "weights".
+        files = [e for g in self.manifest["graphs"].values() for e in (g, g.get("onnx"), g.get("weights")) if e]
         for entry in files:
             path = self.root / entry["file"]
             actual = sha256_file(path) if path.is_file() else "missing"

@@ -15,8 +15,8 @@ from vlrt.runtime.bundle import Bundle, Engine
 from vlrt.runtime.frameskip import SkipStats, representatives
 from vlrt.runtime.tokenizer import ClipTokenizer
 
-BackendName = Literal["ort-cpu", "ort-cuda", "tensorrt"]  # the built-in entries of vlrt.runtime.backends
-Precision = Literal["fp32", "fp16", "int8"]
+BackendName = Literal["ort-cpu", "ort-cuda", "openvino", "tensorrt"]  # the built-in entries of vlrt.runtime.backends
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
 
 
 class Runtime:

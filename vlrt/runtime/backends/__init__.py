@@ -3,6 +3,7 @@ one `Backend` entry in this registry saying what it runs and how its engines are
 
     ort/   ONNX Runtime: `ort-cpu` and `ort-cuda` (SessionFromOnnx, OrtRunner)
     trt/   TensorRT: `tensorrt` (build_plan, PlanFromFile, TrtRunner); lazily imported
+    ov/    OpenVINO: `openvino` (OvModel, OvRunner; OvEngineBuild: NNCF int8 IR, bf16); lazily imported
 
 `Runtime`, `Bundle.engine`, `vlrt build` and every CLI `--backend` choice read this registry;
 none of them branches on a backend's name. Adding a backend: its folder, a `register(Backend(...))`
@@ -106,7 +107,7 @@ def split_onnx_video(path: Path, sha256: str, outputs: tuple[str, ...]) -> tuple
 
 
 def _register_builtin() -> None:
-    from vlrt.runtime.backends import ort, trt
+    from vlrt.runtime.backends import ort, ov, trt
 
     register(Backend(
         name="ort-cpu", description="ONNX Runtime, CPU execution provider", device="cpu",
@@ -130,6 +131,16 @@ def _register_builtin() -> None:
         split_video=None,
         notes={"dynamic": "TensorRT builds INT8 only from Q/DQ graphs: use --int8-mode static (its default) "
                           "with --calib DIR"}))
+    register(Backend(
+        name="openvino", description="OpenVINO, CPU (vlrt[openvino])", device="cpu",
+        precisions=("fp32", "bf16", "int8"), default_precision="int8", int8_modes=("static",),
+        runners=lambda *a: ov.runners(*a), available=ov.available, require=ov.require,
+        key_versions=lambda: ov.versions(), auto_rank=-1,
+        structural_passes=("token-merge",), build=ov.BUILD, split_video=lambda *a: ov.split_video(*a),
+        notes={"fp16": "fp16 is not a CPU precision: OpenVINO's CPU plugin computes in f32, bf16 (on CPUs with "
+                       "avx512_bf16 or amx_bf16) or int8; use --precision int8 (with --calib DIR), bf16 or fp32",
+               "dynamic": "OpenVINO int8 comes from NNCF calibration on your videos: use --int8-mode static "
+                          "(its default) with --calib DIR"}))
 
 
 _register_builtin()

@@ -31,8 +31,9 @@ class TrtEngineBuild:
 
     def artifacts(self, bundle: Any, precision: str, options: dict[str, Any], out: Path,
                   graphs: dict[str, dict[str, Any]], seconds: dict[str, float],
-                  progress: Callable[[str], None]) -> dict[str, dict[str, Any]]:
-        """A plan from each passed graph; a graph's entry becomes its plan, listing its ONNX."""
+                  progress: Callable[[str], None], *, calibration: Sequence[Path] = ()) -> dict[str, dict[str, Any]]:
+        """A plan from each passed graph; a graph's entry becomes its plan, listing its ONNX.
+        `calibration` is unused: an int8 graph passed here already holds its calibrated Q/DQ."""
         from vlrt.runtime.backends import trt
         from vlrt.runtime.bundle import sha256_file
 
@@ -53,10 +54,12 @@ class TrtEngineBuild:
                            "bytes": plan_file.stat().st_size, "onnx": source, **entry, "tensorrt": info}
         return built
 
-    def gate_runner(self, path: Path):
-        """The gate runs what will run: a TensorRT plan on the GPU."""
+    def gate_runner(self, path: Path, options: dict[str, Any]):
+        """The gate runs what will run: a TensorRT plan on the GPU (an ONNX file: ORT CPU)."""
         from vlrt.runtime.backends import trt
 
+        if path.suffix == ".onnx":
+            return None
         return trt.TrtRunner(trt.PlanFromFile(path))  # the build loaded the plugin libraries into this process
 
 
