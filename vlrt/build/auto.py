@@ -102,17 +102,19 @@ def build_auto(bundle_dir: str | Path, *, calib: str | Path | None = None,
         try:
             built = build_engine(bundle.root, backend=cand.backend, progress=progress, **settings)
             cand.key = built.key
-            runtimes[cand.name] = _runtime(bundle, cand, threads)
+            runtimes[cand.name] = candidate_runtime(bundle, cand, threads)
         except VlrtError as exc:
             cand.status = f"refused: {exc}"
             continue
         cand.figures["build_s"] = round(time.perf_counter() - t0, 2)
         if built.key is not None:
             cand.figures["validation_min_cosine"] = built.manifest["validation"]["min_cosine"]
-    reference = runtimes.get(REFERENCE) or _runtime(bundle, Candidate(REFERENCE, "ort-cpu", {"precision": "fp32"}),
+    reference = runtimes.get(REFERENCE) or candidate_runtime(bundle, Candidate(REFERENCE, "ort-cpu", {"precision": "fp32"}),
                                                     threads)
-    pixels, mask = _timing_frames(bundle, calibration_videos(Path(calib)) if calib else [], batch)
-    medians = _time(runtimes, pixels, mask, rounds, progress)
+    pixels, mask = timing_frames(bundle, calibration_videos(Path(calib)) if calib else [], batch)
+    progress(f"timing {len(runtimes)} candidates, {rounds} interleaved rounds")
+    medians = time_interleaved({name: (lambda rt=rt: rt.encode_frames(pixels, mask, batch_size=len(pixels)))
+                                for name, rt in runtimes.items()}, rounds)
     expected = reference.encode_frames(pixels, mask)
     for cand in cands:
         if cand.name in runtimes:
@@ -154,7 +156,7 @@ def write_auto_entry(bundle: Bundle, entry: dict[str, Any]) -> Path:
     return path
 
 
-def _runtime(bundle: Bundle, cand: Candidate, threads: int | None):
+def candidate_runtime(bundle: Bundle, cand: Candidate, threads: int | None):
     from vlrt import Runtime
 
     spec = backends.get(cand.backend)
@@ -162,7 +164,7 @@ def _runtime(bundle: Bundle, cand: Candidate, threads: int | None):
     return Runtime(bundle, backend=spec, threads=threads, engine=engine)
 
 
-def _timing_frames(bundle: Bundle, videos: list[Path], batch: int) -> tuple[np.ndarray, np.ndarray]:
+def timing_frames(bundle: Bundle, videos: list[Path], batch: int) -> tuple[np.ndarray, np.ndarray]:
     """`batch` calibration videos, sampled and preprocessed; random pixels without them."""
     from vlrt.runtime.pipeline import ClipLoader, stack_clips
 
@@ -183,16 +185,15 @@ def _timing_frames(bundle: Bundle, videos: list[Path], batch: int) -> tuple[np.n
             np.ones((batch, frames), np.float32))
 
 
-def _time(runtimes: dict[str, Any], pixels: np.ndarray, mask: np.ndarray, rounds: int,
-          progress: Callable[[str], None]) -> dict[str, float]:
-    """Median seconds per candidate over interleaved rounds, after one warm-up round."""
-    progress(f"timing {len(runtimes)} candidates, {rounds} interleaved rounds")
-    samples: dict[str, list[float]] = {name: [] for name in runtimes}
+def time_interleaved(calls: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+    """Median seconds per call over `rounds` rounds, each round calling every one once, after one
+    warm-up round: load from elsewhere on the machine falls on all of them alike."""
+    samples: dict[str, list[float]] = {name: [] for name in calls}
     for r in range(rounds + 1):
-        for name, rt in runtimes.items():
+        for name, call in calls.items():
             t0 = time.perf_counter()
-            rt.encode_frames(pixels, mask, batch_size=len(pixels))
-            if r:  # round 0 warms up
+            call()
+            if r:
                 samples[name].append(time.perf_counter() - t0)
     return {name: statistics.median(t) for name, t in samples.items()}
 

@@ -176,6 +176,10 @@ class Runtime:
         per-video sequences."""
         pixels, mask = feeds["pixels"], feeds["frame_mask"]
         n, t = mask.shape
+        if self.skip_similar is None and mask.all():  # nothing to leave out: the batch as it is, no copies
+            encoded = self._runners["video_frames"].infer({"pixels": pixels.reshape(1, n * t, *pixels.shape[2:])})
+            return self._runners["video_head"].infer({self._features: encoded[self._features].reshape(n, t, -1),
+                                                      "frame_mask": mask})
         if self.skip_similar is None:
             rep = np.where(mask > 0, np.arange(n * t).reshape(n, t), -1)
         else:
