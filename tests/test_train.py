@@ -40,3 +40,32 @@ def test_checkpoint_exports_with_the_recipe_settings(tmp_path):
     assert (m["source"]["format"], m["family"], m["head"]) == ("vlrt", "clip4clip", "seqTransf")
     assert (m["max_frames"], m["max_words"], m["sampling"]["rule"]) == (8, 20, "segment_middle")
     assert m["validation"]["passed"]
+
+
+def test_twin_negatives_are_unshown_training_captions_that_differ_in_time_only():
+    train_scenes = synth.scenes("train")
+    names = {s.caption for s in train_scenes}
+    items = train.sample_batch(train_scenes, np.random.default_rng(1), 16)
+    shown = {scene.caption for scene, _ in items}
+    extra = train.twin_negatives(items, names)
+    assert extra and len(extra) == len(set(extra)) and not set(extra) & shown and set(extra) <= names
+    by_objects = {(s.count, s.size, s.colour, s.shape, s.background) for s, _ in items if s.motion != "still"}
+    scenes = {s.caption: s for s in train_scenes}
+    assert all((scenes[c].count, scenes[c].size, scenes[c].colour, scenes[c].shape, scenes[c].background) in by_objects
+               for c in extra)
+
+
+def test_extra_negatives_enter_the_video_to_text_loss_only():
+    torch.manual_seed(0)
+    model = train.random_init(train.VideoTextModel(train.model_config()), seed=0)
+    items = train.sample_batch(synth.scenes("train"), np.random.default_rng(0), 4)
+    captions = [s.caption for s, _ in items]
+    tok = train.ClipTokenizer()
+    pixels = train.to_pixels(train.render_batch(items))
+    ids = torch.from_numpy(tok(captions, context_length=train.WORDS))
+    negatives = torch.from_numpy(tok(["a large yellow square stays still on a black background"],
+                                     context_length=train.WORDS))
+    with torch.no_grad():
+        plain = train.clip_loss(model, pixels, ids, captions)
+        harder = train.clip_loss(model, pixels, ids, captions, negatives)
+    assert harder > plain  # one more wrong answer in every video's softmax

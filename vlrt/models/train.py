@@ -6,8 +6,10 @@ A small CLIP4Clip-style model (ViT + text transformer + seqTransf head) learns f
 `vlrt.bench.synth` renders on the fly, with the symmetric InfoNCE loss of CLIP. Every batch pairs each
 clip with a "motion twin" (same objects and background, moving the other way or at the other
 speed), so the only way to tell their captions apart is how things change from frame to frame:
-the temporal head has to learn it. Evaluation uses the held-out test captions (never seen in
-training).
+the temporal head has to learn it. With `--twin-negatives` each moving clip's twin captions
+(opposite direction, other speed; training captions only) also join the video->text side of the
+loss as extra wrong answers (not part of the shipped model's recipe). Evaluation uses the
+held-out test captions (never seen in training).
 
 Precision: bf16 autocast where the CPU computes bf16 natively (AVX512-BF16 or AMX), fp32
 elsewhere: emulated bf16 was 9x slower than fp32 on an AVX2-only CPU (13.7 against 1.45 s/step).
@@ -87,15 +89,35 @@ def sample_batch(train: list[synth.Scene], rng: np.random.Generator, batch: int)
     return items
 
 
-def clip_loss(model: VideoTextModel, pixels: torch.Tensor, ids: torch.Tensor, captions: list[str]) -> torch.Tensor:
+def twin_negatives(items: list[tuple[synth.Scene, int]], names: set[str]) -> list[str]:
+    """Captions that no clip of the batch shows but that only time tells apart from one that does:
+    each moving clip's opposite direction and other speed, training captions only."""
+    shown = {scene.caption for scene, _ in items}
+    out: dict[str, None] = {}
+    for scene, _ in items:
+        if scene.motion == "still":
+            continue
+        for twin in (scene.with_motion(synth.OPPOSITE[scene.motion]),
+                     dataclasses.replace(scene, speed=synth.OTHER_SPEED[scene.speed])):
+            if twin.caption in names and twin.caption not in shown:
+                out[twin.caption] = None
+    return list(out)
+
+
+def clip_loss(model: VideoTextModel, pixels: torch.Tensor, ids: torch.Tensor, captions: list[str],
+              negatives: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE; `negatives` (K, L): token ids of extra captions that only the
+    video->text direction scores, as wrong answers for every clip."""
     mask = torch.ones(pixels.shape[:2])
     video, _ = model.encode_video(pixels, mask)  # (B, E)
-    text, _ = model.encode_text(ids)  # (B, E)
-    logits = model.clip.logit_scale.exp().clamp(max=100) * text @ video.T  # (B, B)
+    text, _ = model.encode_text(ids if negatives is None else torch.cat([ids, negatives]))  # (B + K, E)
+    scale = model.clip.logit_scale.exp().clamp(max=100)
     # Identical captions in one batch are positives for each other, not negatives.
     same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float32)
     target = same / same.sum(1, keepdim=True)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    t2v = scale * text[:len(captions)] @ video.T  # (B, B)
+    v2t = scale * video @ text.T  # (B, B + K)
+    return (F.cross_entropy(t2v, target) + F.cross_entropy(v2t, F.pad(target, (0, len(text) - len(captions))))) / 2
 
 
 def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
@@ -111,7 +133,8 @@ def native_bf16() -> bool:
         return False
 
 
-def train(*, steps: int, batch: int, lr: float, seed: int, bf16: bool, log_every: int = 50) -> tuple[VideoTextModel, list[dict]]:
+def train(*, steps: int, batch: int, lr: float, seed: int, bf16: bool, log_every: int = 50,
+          use_twin_negatives: bool = False) -> tuple[VideoTextModel, list[dict]]:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = random_init(VideoTextModel(model_config()), seed=seed).train()
@@ -122,6 +145,7 @@ def train(*, steps: int, batch: int, lr: float, seed: int, bf16: bool, log_every
         model.head.frame_position_embeddings.weight.normal_(0.0, 1.0)
     tok = ClipTokenizer()
     train_scenes = synth.scenes("train")
+    names = {s.caption for s in train_scenes}
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
@@ -135,8 +159,10 @@ def train(*, steps: int, batch: int, lr: float, seed: int, bf16: bool, log_every
         pixels = to_pixels(render_batch(items))
         pixels = pixels + 0.03 * torch.randn_like(pixels)  # stands in for codec noise
         ids = torch.from_numpy(tok(captions, context_length=WORDS))
+        extra = twin_negatives(items, names) if use_twin_negatives else []
+        negatives = torch.from_numpy(tok(extra, context_length=WORDS)) if extra else None
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = clip_loss(model, pixels, ids, captions)
+            loss = clip_loss(model, pixels, ids, captions, negatives)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -198,6 +224,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--twin-negatives", action="store_true",
+                   help="add each moving clip's twin captions as extra video->text negatives (not in the shipped "
+                        "model's recipe; docs/default_model.md has what it gave)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto: bf16 autocast where the CPU has native bf16, else fp32")
     p.add_argument("--out", default="vlrt/assets/default_model.pt.gz")
@@ -206,7 +235,8 @@ def main() -> None:
     t0 = time.perf_counter()
     bf16 = args.precision == "bf16" or (args.precision == "auto" and native_bf16())
     print(f"training in {'bf16 autocast' if bf16 else 'fp32'} on {args.threads} threads", flush=True)
-    model, history = train(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, bf16=bf16)
+    model, history = train(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, bf16=bf16,
+                           use_twin_negatives=args.twin_negatives)
     minutes = (time.perf_counter() - t0) / 60
     rows = used_token_rows(model)
     report = {"temporal": evaluate(model), "single_frame_baseline": evaluate(model, frames=1)}
@@ -214,7 +244,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, out, family="clip4clip", settings=SETTINGS, half=True)
     recipe = {"command": f"python -m vlrt.models.train --steps {args.steps} --batch {args.batch} --lr {args.lr} "
-                         f"--seed {args.seed} --threads {args.threads} --precision {args.precision}",
+                         f"--seed {args.seed} --threads {args.threads} --precision {args.precision}"
+                         + (" --twin-negatives" if args.twin_negatives else ""),
               "precision": "bf16" if bf16 else "fp32", "cpu": torch.backends.cpu.get_cpu_capability(),
               "train_minutes": round(minutes, 2), "torch": torch.__version__, "token_rows_kept": rows,
               "config": model.config.to_dict(), "settings": SETTINGS, "eval": report, "history": history}
