@@ -3,7 +3,7 @@
 For each model (the embedded model; ViT-B/32 and ViT-B/16 geometry with random weights):
   1. `build_auto`: every CPU candidate built, gated and timed here; the fastest that passes is
      the auto choice (for the embedded model with the Recall@1 gate on its 243 test clips).
-  2. One interleaved timing on the same frames (calibration videos, every frame slot real) of:
+  2. One interleaved timing on the same frames (calibration videos, every frame slot filled: a short clip's frames repeated) of:
        eager PyTorch fp32       the reference model, torch.inference_mode
        plain ORT fp32           the bundle's video.onnx, default SessionOptions, whole graph
        every candidate that passed, through `vlrt.Runtime` (the auto choice marked)
@@ -170,7 +170,7 @@ def run_model(model: str, work: Path, *, threads: int, rounds: int, batch: int, 
 def markdown(result: dict) -> str:
     lines = [f"# `vlrt build --auto` and its peers ({result['date']})", "", f"{result['machine']}.", "",
              "Per model: one interleaved timing (median of the rounds, after a warm-up round) on the same "
-             "calibration frames, every frame slot real; candidates run through `vlrt.Runtime` (packed frames). "
+             "calibration frames, every frame slot filled (a short clip's frames repeated), so engines do equal work; candidates run through `vlrt.Runtime`. "
              "Cosine: video embeddings against plain ORT fp32. `python benchmarks/auto_cpu.py`.", ""]
     for m in result["models"]:
         v = m["bundle_vision"]

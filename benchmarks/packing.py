@@ -3,7 +3,7 @@
 ViT-B/32 geometry (random weights: speed only), 12 frame slots per video, batches of 8 videos:
   1-frame videos    one real frame and 11 padded slots per video
   12-frame videos   every slot real
-each through `Runtime.load(bundle, pack=True)` (the tower on real frames only, packed into one
+each through the bundle's fp32 graphs on ort-cpu, `Runtime.load(bundle, pack=True)` (the tower on real frames only, packed into one
 tower batch) and `pack=False` (every slot through the tower), interleaved round by round. Before
 timing, packed and unpacked embeddings are compared (min cosine over videos and frames).
 
@@ -63,8 +63,8 @@ def main() -> None:
         progress(f"exporting a random-weight {args.config}")
         make_bundle(args.workdir, args.config)
     load = os.getloadavg()
-    runtimes = {"packed": Runtime.load(bundle, threads=args.threads),
-                "unpacked": Runtime.load(bundle, threads=args.threads, pack=False)}
+    runtimes = {"packed": Runtime.load(bundle, precision="fp32", threads=args.threads),
+                "unpacked": Runtime.load(bundle, precision="fp32", threads=args.threads, pack=False)}
     assert runtimes["packed"].packed, runtimes["packed"].pack_note
     slots, size = runtimes["packed"].bundle.max_frames, runtimes["packed"].bundle.image_size
     batches = {f: batch(f, videos=args.videos, slots=slots, size=size, seed=f) for f in (1, slots)}
