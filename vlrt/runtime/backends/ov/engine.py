@@ -175,7 +175,9 @@ def _nncf_off_stdout() -> Iterator[None]:
     from nncf.common.logging import nncf_logger
 
     handlers = [h for h in nncf_logger.handlers if type(h) is logging.StreamHandler]  # its stdout handler
-    streams = [h.setStream(sys.stderr) for h in handlers]
+    streams = [h.stream for h in handlers]
+    for handler in handlers:  # not setStream, which flushes the old stream: it may be closed by now
+        handler.stream = sys.stderr
     level = nncf_logger.level
     nncf_logger.setLevel(logging.WARNING)
     try:
@@ -184,4 +186,4 @@ def _nncf_off_stdout() -> Iterator[None]:
     finally:
         nncf_logger.setLevel(level)
         for handler, stream in zip(handlers, streams):
-            handler.setStream(stream)
+            handler.stream = stream
