@@ -8,10 +8,11 @@ Importing vlrt never imports torch.
 """
 __version__ = "0.1.0"
 
+from vlrt.client import Client
 from vlrt.errors import VlrtError
 from vlrt.runtime.corpus import EmbedEvent, EmbedSummary
 from vlrt.runtime.index import Index
 from vlrt.runtime.paths import expand_paths
 from vlrt.runtime.runtime import Runtime
 
-__all__ = ["EmbedEvent", "EmbedSummary", "Index", "Runtime", "VlrtError", "__version__", "expand_paths"]
+__all__ = ["Client", "EmbedEvent", "EmbedSummary", "Index", "Runtime", "VlrtError", "__version__", "expand_paths"]

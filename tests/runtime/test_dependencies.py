@@ -1,5 +1,5 @@
-"""A deployment box has no torch: every module of the runtime, build, families, bench and CLI
-packages imports, an engine is built and the runtime encodes, with torch made unimportable."""
+"""A deployment box has no torch: every module of the runtime, build, families, bench, CLI and
+serve packages imports, an engine is built and the runtime encodes, with torch made unimportable."""
 import pkgutil
 import subprocess
 import sys
@@ -12,6 +12,7 @@ import vlrt.build
 import vlrt.cli
 import vlrt.families
 import vlrt.runtime
+import vlrt.serve
 from vlrt.export import export_checkpoint
 
 BLOCK_TORCH = textwrap.dedent("""
@@ -24,7 +25,7 @@ BLOCK_TORCH = textwrap.dedent("""
 """)
 
 
-TORCH_FREE = (vlrt.runtime, vlrt.build, vlrt.families, vlrt.bench, vlrt.cli)
+TORCH_FREE = (vlrt.runtime, vlrt.build, vlrt.families, vlrt.bench, vlrt.cli, vlrt.serve)
 
 
 def torch_free_modules():
@@ -34,7 +35,7 @@ def torch_free_modules():
 def test_deployment_modules_import_without_torch():
     modules = torch_free_modules()
     for name in ("vlrt.runtime.tokenizer", "vlrt.runtime.backends.ort.runner", "vlrt.build.engine",
-                 "vlrt.build.passes.int8", "vlrt.families.clip", "vlrt.bench.quality", "vlrt.cli.demo"):
+                 "vlrt.build.passes.int8", "vlrt.families.clip", "vlrt.bench.quality", "vlrt.cli.demo", "vlrt.serve.app"):
         assert name in modules
     code = BLOCK_TORCH + "\n".join(f"import {m}" for m in ["vlrt", "vlrt.assets", "vlrt.constants", *modules])
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -288,6 +288,11 @@ class IndexWriter:
     def done_paths(self) -> set[str]:
         return set(self.scan().live)
 
+    def hold_write_lock(self) -> None:
+        """Take the index's write lock now (VlrtError if another writer holds it), for a process
+        that will add to it later; `close()` releases it."""
+        self._writer_for_add()
+
     def append(self, embeddings: np.ndarray, rows: Sequence[dict[str, Any]], frames: np.ndarray | None = None,
                *, drop: Iterable[str] = ()) -> None:
         """Commit one shard: `rows` with their embeddings, and the removal of every earlier row of
@@ -625,6 +630,24 @@ class Index:
                              workers=workers, shard_size=shard_size, progress=progress, **self._embed_options)
         self._reload()
         return summary
+
+    def hold_write_lock(self) -> None:
+        """Take the index's write lock now (VlrtError if another writer holds it), for a process
+        that will add to it later; `close()` releases it."""
+        self._writer_for_add()
+
+    def append(self, embeddings: np.ndarray, rows: list[dict[str, Any]], frames: np.ndarray | None = None) -> int:
+        """Commit videos embedded elsewhere (a server that decodes and encodes them itself) as one
+        shard, searchable at once: `rows` as `add` writes them (path, file_size, mtime_ns and what
+        the decoder saw), `frames` with an index that keeps per-frame embeddings. A path already
+        in the index gets the new row. Returns the number of videos in the index."""
+        if kept_frames(self.root, self.meta) != (frames is not None):
+            raise VlrtError(f"{self.root}: per-frame embeddings must be given exactly when the index keeps them")
+        writer = self._writer_for_add()
+        writer.append(embeddings, rows, frames)
+        total = writer.build_faiss()
+        self._reload()
+        return total
 
     def prune(self, *, compact: bool = True) -> int:
         """Drop the rows of files that no longer exist; returns how many. With `compact`, also

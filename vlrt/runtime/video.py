@@ -46,7 +46,10 @@ MAX_SIDE = 16384
 MAX_PIXELS = 8192 * 8192
 # FFmpeg's own check, given to the probing decode inside av.open and to each stream's decoder
 # (the open option does not reach those). FFmpeg checks sizes padded for alignment (< 64 px a
-# side more), hence the margin: the exact limit is vlrt's own check, `_check_size`.
+# side more), hence the margin: the exact limit is vlrt's own check, `_check_size`. In formats
+# whose streams are found only by probing (MPEG-PS, MPEG-TS) PyAV passes no options to the
+# probe, so there a huge frame is allocated while the file opens; `vlrt serve` decodes in worker
+# processes with a memory cap for that reason.
 DECODER_LIMITS = {"max_pixels": str(MAX_PIXELS + 192 * MAX_SIDE)}
 OPEN_TIMEOUT_S = 30.0  # FFmpeg's I/O interrupt: a stalled (network) read fails instead of hanging
 PixelFormat = Literal["rgb24", "bgr24"]
