@@ -3,7 +3,8 @@
 The top level is the public contract: `Runtime` (load a bundle; encode texts, frames and videos),
 `Index` (create one and add videos to it, or open one made by `vlrt embed`; search it), what
 `Index.add` reports (`EmbedSummary`, and `EmbedEvent` to its progress callback), `expand_paths`
-(which files a list of paths names, and why the others are refused) and `VlrtError`.
+(which files a list of paths names, and why the others are refused), `Client` (for a running
+`vlrt serve`) and `VlrtError`.
 Importing vlrt never imports torch.
 """
 __version__ = "0.1.0"
