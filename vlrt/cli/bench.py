@@ -15,6 +15,11 @@ cosine vs the plain export, end-to-end videos/s on the test clips (or --videos-d
 --quality, Recall@1/5 and top-1 agreement per configuration. Configurations: eager PyTorch fp32,
 plain ORT export, fp32 + fused attention, int8 dynamic, int8 dynamic + fused attention (the
 default engine), and each --token-merge R. -o writes JSON, markdown (.md) and a plot (.png).
+
+--serve URL puts a bounded load on a running `vlrt serve` instead (no bundle needed): text
+queries (POST /v1/search) at 1, 8 and 32 concurrent clients (p50/p95/p99), then, with the
+synthetic test clips (or --videos-dir), --e2e-videos uploads from 16 concurrent clients
+(videos/s) and the batch sizes the server formed. Every loop is bounded in requests and time.
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ def default_cache() -> Path:
 
 def register(sub) -> None:
     p = subcommand(sub, "bench", __doc__)
-    p.add_argument("bundle", help="bundle directory to measure")
+    p.add_argument("bundle", nargs="?", help="bundle directory to measure (not with --serve)")
     p.add_argument("--reference", help="bundle whose ranking counts as the reference (e.g. the fp32 export)")
     p.add_argument("--cache", default=str(default_cache()),
                    help="where the test clips are written once (default: %(default)s)")
@@ -58,6 +63,11 @@ def register(sub) -> None:
     speed.add_argument("--repeats", type=int, default=7)
     speed.add_argument("--warmup", type=int, default=2)
     speed.add_argument("-o", "--out", help="write OUT.json, OUT.md and OUT.png")
+    serve = p.add_argument_group("a running server (--serve)")
+    serve.add_argument("--serve", metavar="URL", help="load a running `vlrt serve` at URL")
+    serve.add_argument("--api-key", help="the server's API key (default: VLRT_API_KEY)")
+    serve.add_argument("--requests", type=positive_int, default=200, help="text queries per concurrency (default 200)")
+    serve.add_argument("--seconds", type=float, default=60.0, help="time limit per step (default 60)")
     add_json(p)
     p.set_defaults(func=run)
 
@@ -79,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
     from vlrt.bench.quality import write_gallery
     from vlrt.cli.common import Stages
 
+    if args.serve:
+        return run_serve(args)
+    if args.bundle is None:
+        raise VlrtError("vlrt bench needs a bundle directory (or --serve URL)")
     if args.speed:
         return run_speed(args)
     stages = Stages(quiet=args.json)
@@ -153,4 +167,47 @@ def run_speed(args: argparse.Namespace) -> int:
         print_json(result)
     else:
         print(table)
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from vlrt.bench import serve as load
+    from vlrt.bench.quality import write_gallery
+    from vlrt.bench.synth import gallery
+    from vlrt.cli.common import Stages
+
+    stages = Stages(quiet=args.json)
+    key = args.api_key or os.environ.get("VLRT_API_KEY") or None
+    try:
+        load.metrics(args.serve, key)
+    except (OSError, RuntimeError) as exc:
+        raise VlrtError(f"--serve {args.serve}: no vlrt server answers there ({exc})") from None
+    queries = [s.caption for s, _ in list(gallery("test"))[:64]]
+    out: dict = {"url": args.serve, "text": []}
+    for clients in (1, 8, 32):
+        stages(f"text queries from {clients} clients ...")
+        out["text"].append(load.text_latency(args.serve, queries, clients=clients, requests=args.requests,
+                                             seconds=args.seconds, api_key=key))
+    if args.videos_dir:
+        videos = sorted(str(p) for p in Path(args.videos_dir).iterdir() if p.is_file())
+    else:
+        stages(f"writing the synthetic test clips to {args.cache}")
+        videos = write_gallery(Path(args.cache), 16)[0]
+    if not videos:
+        raise VlrtError(f"--videos-dir {args.videos_dir}: no files")
+    stages("video uploads from 16 clients ...")
+    before = load.metrics(args.serve, key)
+    out["video"] = load.video_throughput(args.serve, videos, clients=16, requests=args.e2e_videos,
+                                         seconds=args.seconds, api_key=key)
+    out["video"]["batches"] = load.diff_batches(before, load.metrics(args.serve, key), "video")
+    if args.json:
+        print_json(out)
+        return 0
+    print(f"{args.serve}: text queries (POST /v1/search)")
+    for t in out["text"]:
+        print(f"  {t['clients']:2d} clients: {t['per_s']} queries/s, p50 {t['p50_ms']} ms, p95 {t['p95_ms']} ms, "
+              f"p99 {t['p99_ms']} ms; statuses {t['statuses']}")
+    v = out["video"]
+    print(f"video uploads, 16 clients: {v['videos_per_s']} videos/s ({v['ok']} ok; statuses {v['statuses']}); "
+          f"{v['batches']['batches']} batches, mean size {v['batches']['mean']}")
     return 0
