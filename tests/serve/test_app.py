@@ -256,3 +256,16 @@ def test_full_video_queue_answers_429_with_retry_after(media_index):
     refused = next(a for a in answers if a.status_code == 429)
     assert int(refused.headers["Retry-After"]) >= 1 and json.loads(refused.text)["kind"] == "overloaded"
     assert after.status_code == 200
+
+
+def test_a_request_over_the_timeout_answers_504_and_the_server_goes_on(media_index):
+    bundle = media_index[0]
+    # the text batch waits 200 ms for company: longer than the 50 ms a request may take
+    c = start(ServeConfig.from_env({}, bundle=str(bundle), request_timeout_s=0.05, text_wait_ms=200))
+    try:
+        answer = c.post("/v1/embed/text", json={"texts": ["a red circle"]})
+        assert answer.status_code == 504 and answer.json()["kind"] == "timeout"
+        assert c.get("/healthz").status_code == 200
+        assert 'vlrt_errors_total{kind="timeout"} 1.0' in c.get("/metrics").text
+    finally:
+        c.__exit__(None, None, None)

@@ -79,12 +79,16 @@ def motion_twin(scene: synth.Scene, names: set[str], other_speed: bool) -> synth
     return next((twin for twin in options if twin.caption in names), scene)
 
 
-def sample_batch(train: list[synth.Scene], rng: np.random.Generator, batch: int) -> list[tuple[synth.Scene, int]]:
-    """Half random training scenes, half their motion twins, each with a fresh render seed."""
+def sample_batch(train: list[synth.Scene], rng: np.random.Generator, batch: int,
+                 speed_twins: float = 0.5) -> list[tuple[synth.Scene, int]]:
+    """Half random training scenes, half their motion twins, each with a fresh render seed. A
+    fraction `speed_twins` of the twins differ in speed, the rest in direction (0.5 draws one
+    random bit per twin, the shipped recipe's stream)."""
     names = {s.caption for s in train}
     items = []
     for i in rng.choice(len(train), batch // 2, replace=False):
-        for scene in (train[i], motion_twin(train[i], names, other_speed=bool(rng.integers(2)))):
+        other_speed = bool(rng.integers(2)) if speed_twins == 0.5 else bool(rng.random() < speed_twins)
+        for scene in (train[i], motion_twin(train[i], names, other_speed=other_speed)):
             items.append((scene, int(rng.integers(2**31))))
     return items
 
@@ -134,7 +138,7 @@ def native_bf16() -> bool:
 
 
 def train(*, steps: int, batch: int, lr: float, seed: int, bf16: bool, log_every: int = 50,
-          use_twin_negatives: bool = False) -> tuple[VideoTextModel, list[dict]]:
+          use_twin_negatives: bool = False, speed_twins: float = 0.5) -> tuple[VideoTextModel, list[dict]]:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = random_init(VideoTextModel(model_config()), seed=seed).train()
@@ -154,7 +158,7 @@ def train(*, steps: int, batch: int, lr: float, seed: int, bf16: bool, log_every
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup=min(100, steps // 10))
-        items = sample_batch(train_scenes, rng, batch)
+        items = sample_batch(train_scenes, rng, batch, speed_twins)
         captions = [s.caption for s, _ in items]
         pixels = to_pixels(render_batch(items))
         pixels = pixels + 0.03 * torch.randn_like(pixels)  # stands in for codec noise
@@ -227,6 +231,8 @@ def main() -> None:
     p.add_argument("--twin-negatives", action="store_true",
                    help="add each moving clip's twin captions as extra video->text negatives (not in the shipped "
                         "model's recipe; docs/default_model.md has what it gave)")
+    p.add_argument("--speed-twins", type=float, default=0.5,
+                   help="fraction of motion twins that differ in speed rather than direction (default 0.5)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto: bf16 autocast where the CPU has native bf16, else fp32")
     p.add_argument("--out", default="vlrt/assets/default_model.pt.gz")
@@ -236,7 +242,7 @@ def main() -> None:
     bf16 = args.precision == "bf16" or (args.precision == "auto" and native_bf16())
     print(f"training in {'bf16 autocast' if bf16 else 'fp32'} on {args.threads} threads", flush=True)
     model, history = train(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, bf16=bf16,
-                           use_twin_negatives=args.twin_negatives)
+                           use_twin_negatives=args.twin_negatives, speed_twins=args.speed_twins)
     minutes = (time.perf_counter() - t0) / 60
     rows = used_token_rows(model)
     report = {"temporal": evaluate(model), "single_frame_baseline": evaluate(model, frames=1)}
@@ -245,7 +251,8 @@ def main() -> None:
     save_checkpoint(model, out, family="clip4clip", settings=SETTINGS, half=True)
     recipe = {"command": f"python -m vlrt.models.train --steps {args.steps} --batch {args.batch} --lr {args.lr} "
                          f"--seed {args.seed} --threads {args.threads} --precision {args.precision}"
-                         + (" --twin-negatives" if args.twin_negatives else ""),
+                         + (" --twin-negatives" if args.twin_negatives else "")
+                         + (f" --speed-twins {args.speed_twins}" if args.speed_twins != 0.5 else ""),
               "precision": "bf16" if bf16 else "fp32", "cpu": torch.backends.cpu.get_cpu_capability(),
               "train_minutes": round(minutes, 2), "torch": torch.__version__, "token_rows_kept": rows,
               "config": model.config.to_dict(), "settings": SETTINGS, "eval": report, "history": history}
