@@ -18,19 +18,33 @@ def test_same_seed_same_weights():
     assert [h["step"] for h in history] == [0, 1] and all(np.isfinite(h["loss"]) for h in history)
 
 
-def test_batches_hold_train_captions_and_their_twins():
+def twin_kinds(speed_twins: float) -> dict[str, int]:
     train_scenes = synth.scenes("train")
     names = {s.caption for s in train_scenes}
     rng = np.random.default_rng(0)
-    twins = {"direction": 0, "speed": 0}
+    twins = {"direction": 0, "speed": 0, "still": 0}
     for _ in range(30):
-        items = train.sample_batch(train_scenes, rng, 16)
+        items = train.sample_batch(train_scenes, rng, 16, speed_twins)
         assert all(scene.caption in names for scene, _ in items)  # no test caption leaks in
         for (scene, _), (twin, _) in zip(items[::2], items[1::2]):
             assert (twin.count, twin.size, twin.colour, twin.shape, twin.background) == \
                 (scene.count, scene.size, scene.colour, scene.shape, scene.background)
-            twins["speed" if twin.motion == scene.motion and twin.speed != scene.speed else "direction"] += 1
-    assert min(twins.values()) > 60  # both kinds of twin, about half each
+            if scene.motion == "still":
+                twins["still"] += 1  # a still scene's twin moves: neither speed nor direction
+            else:
+                twins["speed" if twin.motion == scene.motion and twin.speed != scene.speed else "direction"] += 1
+    return twins
+
+
+def test_batches_hold_train_captions_and_their_twins():
+    twins = twin_kinds(0.5)
+    assert min(twins["direction"], twins["speed"]) > 60  # both kinds of twin, about half each
+
+
+def test_the_share_of_speed_twins_is_a_setting():
+    assert twin_kinds(0.0)["speed"] == 0
+    few, many = twin_kinds(0.25), twin_kinds(1.0)
+    assert 0 < few["speed"] < few["direction"] and many["speed"] > 4 * many["direction"]
 
 
 def test_checkpoint_exports_with_the_recipe_settings(tmp_path):
