@@ -2,11 +2,12 @@
 
 Starts the server as a subprocess (the CLI, as a user would), then with a bounded concurrent
 client (vlrt/bench/serve.py; every loop bounded in requests and seconds):
-  1. text-query latency (POST /v1/search {"text"}) at 1, 8 and 32 concurrent clients;
+  1. text-query latency (POST /v1/search {"text"}) at 1, 8 and 32 concurrent clients, and at 32
+     against a server that encodes one query per batch (--text-batch 1);
   2. video-embedding throughput at 16 concurrent uploads with dynamic batching (--video-batch 16)
      against a server that encodes one video at a time (--video-batch 1), and the batch sizes the
      server formed (from its /metrics);
-  3. overload: 4x the concurrency that saturates it, texts and videos mixed, for a bounded time:
+  3. overload: 4x the upload concurrency of step 2, texts and videos mixed, for a bounded time:
      the answers by status, the server's RSS (with its decode workers) sampled throughout, and
      whether it answers /healthz and a search afterwards.
 
@@ -127,7 +128,11 @@ def main() -> None:
               "quick": args.quick}
 
     say("server with dynamic batching (--video-batch 16) ...")
-    server = Server(index, "--video-batch", "16", "--video-wait-ms", "50", "--decode-workers", "2")
+    # queues sized for the steps below (32 text clients, 16 uploads), so that the overload step
+    # (64 clients) meets full queues
+    queues = ("--text-queue", "32", "--video-queue", "16")
+    server = Server(index, "--video-batch", "16", "--video-wait-ms", "50", "--text-batch", "32", "--text-wait-ms", "5",
+                    "--decode-workers", "2", *queues)
     try:
         load.text_latency(server.url, queries, clients=4, requests=20)  # warm-up
         result["text"] = []
@@ -141,7 +146,9 @@ def main() -> None:
         say("videos, 16 concurrent uploads, batched ...")
         result["video_batched"] = load.video_throughput(server.url, clips, clients=16,
                                                         requests=max(16, int(96 * scale)), seconds=120)
-        result["video_batched"]["batches"] = load.diff_batches(before, load.metrics(server.url), "video")
+        after = load.metrics(server.url)
+        result["video_batched"]["batches"] = load.diff_batches(before, after, "video")
+        result["video_batched"]["stage_ms"] = load.stage_means(before, after)
         say("overload ...")
         stop, samples = threading.Event(), []
         sampler = threading.Thread(target=sample_rss, args=(server.proc.pid, stop, samples))
@@ -160,19 +167,50 @@ def main() -> None:
     finally:
         result["shutdown_seconds"] = server.stop()
 
-    say("server encoding one video at a time (--video-batch 1) ...")
-    single = Server(index, "--video-batch", "1", "--video-wait-ms", "0", "--decode-workers", "2")
+    say("server encoding one video and one query at a time (--video-batch 1 --text-batch 1) ...")
+    single = Server(index, "--video-batch", "1", "--video-wait-ms", "0", "--text-batch", "1", "--text-wait-ms", "0",
+                    "--decode-workers", "2", *queues)
     try:
+        say("text queries, 32 clients, one query per batch ...")
+        result["text_batch1"] = load.text_latency(single.url, queries, clients=32,
+                                                  requests=max(32, int(100 * 32 ** 0.5 * scale)), seconds=60)
         load.video_throughput(single.url, clips[:4], clients=4, requests=8)
         before = load.metrics(single.url)
         result["video_batch1"] = load.video_throughput(single.url, clips, clients=16,
                                                        requests=max(16, int(96 * scale)), seconds=120)
-        result["video_batch1"]["batches"] = load.diff_batches(before, load.metrics(single.url), "video")
+        after = load.metrics(single.url)
+        result["video_batch1"]["batches"] = load.diff_batches(before, after, "video")
+        result["video_batch1"]["stage_ms"] = load.stage_means(before, after)
     finally:
         single.stop()
+    say("the encoder alone, batch 1 against 16 ...")
+    result["encoder_alone"] = encoder_alone(bundle, rounds=2 if args.quick else 7)
     b, s = result["video_batched"]["videos_per_s"], result["video_batch1"]["videos_per_s"]
     result["batching_speedup"] = round(b / s, 2) if b and s else None
     write_result(args.out, result, markdown(result))
+
+
+def encoder_alone(bundle: Path, *, rounds: int) -> dict:
+    """What batching can give at most: the video encoder in this process, no decoding and no HTTP,
+    videos/s at batch 1 and at batch 16 on the same 16 clips' worth of frames, interleaved rounds,
+    best round of each."""
+    import numpy as np
+
+    from vlrt.runtime.runtime import Runtime
+
+    rt = Runtime.load(bundle)
+    t, size = int(rt.bundle.manifest["max_frames"]), rt.bundle.image_size
+    pixels = np.random.default_rng(0).standard_normal((16, t, 3, size, size)).astype(np.float32)
+    best = {1: float("inf"), 16: float("inf")}
+    for _ in range(rounds):
+        for batch in best:
+            t0 = time.perf_counter()
+            for i in range(0, 16, batch):
+                rt.encode_frames(pixels[i:i + batch], batch_size=batch)
+            best[batch] = min(best[batch], time.perf_counter() - t0)
+    out = {f"batch{b}_videos_per_s": round(16 / sec, 1) for b, sec in best.items()}
+    out["speedup"] = round(best[1] / best[16], 2)
+    return out
 
 
 def markdown(r: dict) -> str:
@@ -184,16 +222,25 @@ def markdown(r: dict) -> str:
     for t in r["text"]:
         lines.append(f"| {t['clients']} | {t['ok']} | {t['per_s']} | {t['p50_ms']} | {t['p95_ms']} | {t['p99_ms']} | "
                      f"{json.dumps(t['statuses'])} |")
+    t = r["text_batch1"]
+    lines.append(f"| 32, one query per batch (--text-batch 1) | {t['ok']} | {t['per_s']} | {t['p50_ms']} | {t['p95_ms']} | "
+                 f"{t['p99_ms']} | {json.dumps(t['statuses'])} |")
     lines += ["", "## Video embedding, 16 concurrent uploads (POST /v1/embed/video)", "",
-              "| server | videos ok | videos/s | p50 ms | p99 ms | batches formed | mean batch | sizes |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| server | videos ok | videos/s | p50 ms | p99 ms | batches formed | mean batch | sizes | mean ms per stage |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, key in (("dynamic batching (--video-batch 16)", "video_batched"), ("one at a time (--video-batch 1)",
                                                                                   "video_batch1")):
         v = r[key]
         lines.append(f"| {name} | {v['ok']} | {v['videos_per_s']} | {v['p50_ms']} | {v['p99_ms']} | "
-                     f"{v['batches']['batches']} | {v['batches']['mean']} | {json.dumps(v['batches']['sizes'])} |")
-    lines += ["", f"Dynamic batching: **{r['batching_speedup']}x** the videos/s of one-at-a-time.", "",
-              "## Overload (64 clients, texts and videos mixed)", ""]
+                     f"{v['batches']['batches']} | {v['batches']['mean']} | {json.dumps(v['batches']['sizes'])} | "
+                     f"{json.dumps(v['stage_ms'])} |")
+    e = r["encoder_alone"]
+    lines += ["", f"Dynamic batching: **{r['batching_speedup']}x** the videos/s of one-at-a-time. The encoder alone "
+              f"(this process, no decoding, no HTTP) encodes {e['batch1_videos_per_s']} videos/s at batch 1 and "
+              f"{e['batch16_videos_per_s']} at batch 16 ({e['speedup']}x): that bounds what batching can add here, "
+              "where decoding, HTTP and the load client share the same cores.", "",
+              "## Overload: 64 closed-loop clients (4x the 16 concurrent uploads above), texts and videos mixed",
+              "", "Server queues: 32 text requests, 16 decoded videos, 2 + 16 uploads at the decoders.", ""]
     o = r["overload"]
     lines += [f"- answers by status over {o['seconds']} s: {json.dumps(o['statuses'])}",
               f"- server RSS with its decode workers: {o['rss_mb_before']} MiB before, {o['rss_mb_max']} MiB at most",

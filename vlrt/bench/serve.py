@@ -178,3 +178,23 @@ def diff_batches(before: str, after: str, queue: str) -> dict[str, Any]:
         mean = round(((b["mean"] or 0) * b["batches"] - (a["mean"] or 0) * a["batches"]) / n, 2)
     sizes = {k: v - a["sizes"].get(k, 0) for k, v in b["sizes"].items() if v - a["sizes"].get(k, 0)}
     return {"batches": n, "mean": mean, "sizes": sizes}
+
+
+def stage_means(before: str, after: str) -> dict[str, float]:
+    """Mean ms per request of each stage (queue, decode, encode, search) between two /metrics
+    readings."""
+    def sums(text: str) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for line in text.splitlines():
+            if line.startswith(("vlrt_stage_seconds_sum", "vlrt_stage_seconds_count")):
+                name, value = line.rsplit(" ", 1)
+                stage = name.split('stage="')[1].split('"')[0]
+                out.setdefault(stage, [0.0, 0.0])["_count" in name] = float(value)
+        return out
+    a, b = sums(before), sums(after)
+    means = {}
+    for stage, (total, count) in b.items():
+        t0, c0 = a.get(stage, [0.0, 0.0])
+        if count > c0:
+            means[stage] = round(1000 * (total - t0) / (count - c0), 2)
+    return means

@@ -180,7 +180,8 @@ class Service:
         finally:
             self.decoding -= 1
             self.metrics.worker_restarts.set(self.pool.restarts)
-        stages["decode"] = time.perf_counter() - t0
+        stages["decode"] = clip.seconds  # in the worker; the wait for a free worker counts as queueing
+        stages["queue"] = max(0.0, time.perf_counter() - t0 - clip.seconds)
         done = await self.video.submit(clip)
         stages["queue"] = stages.get("queue", 0.0) + done.queued_s
         stages["encode"] = stages.get("encode", 0.0) + done.encode_s
