@@ -239,3 +239,17 @@ def _mux_avi(path, chunks: list[tuple[bytes, bool]], width: int, height: int, fp
             packet.stream, packet.pts, packet.dts = stream, n, n
             packet.time_base, packet.is_keyframe = Fraction(1, fps), key
             out.mux(packet)
+
+
+def write_big_frame(path, side: int):
+    """One black side x side H.264 frame in an MPEG-PS file (.mpg): the container states no frame
+    size, so FFmpeg decodes the frame while opening the file."""
+    with av.open(str(path), "w", format="mpeg") as out:
+        stream = out.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = side, side, "yuv420p"
+        stream.codec_context.options = {"preset": "ultrafast", "threads": "1"}
+        frame = av.VideoFrame.from_ndarray(np.zeros((side, side, 3), np.uint8), format="rgb24")
+        frame.pts = 0
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path

@@ -269,3 +269,27 @@ def test_a_request_over_the_timeout_answers_504_and_the_server_goes_on(media_ind
         assert 'vlrt_errors_total{kind="timeout"} 1.0' in c.get("/metrics").text
     finally:
         c.__exit__(None, None, None)
+
+
+def test_hostile_uploads_cost_a_worker_at_most(media_index, tmp_path):
+    """An audio-only file, an 8192x8192 frame in an .mpg (decoded by FFmpeg while it opens the
+    file) and a 4096x4096 frame over a 64 MiB worker cap: each a 422 with its reason; the worker
+    the cap stopped is replaced and the next upload is embedded."""
+    from video_assets import write_audio_only, write_big_frame
+
+    bundle, _, clips = media_index
+    write_audio_only(tmp_path / "audio.m4a")
+    cases = [(tmp_path / "audio.m4a", "undecodable", "no video stream"),
+             (write_big_frame(tmp_path / "huge.mpg", 8192), "limit", "over the limit"),
+             (write_big_frame(tmp_path / "big.mpg", 4096), "worker_died", "more memory than a decode worker may use")]
+    c = start(ServeConfig.from_env({}, bundle=str(bundle), worker_memory_mb=64, max_width=4096, max_height=4096,
+                                   decode_workers=1))
+    try:
+        for path, kind, words in cases:
+            answer = upload(c, path)
+            assert answer.status_code == 422 and answer.json()["kind"] == kind, answer.text
+            assert words in answer.json()["error"] and "the upload" in answer.json()["error"]
+            assert upload(c, clips[0]).status_code == 200
+        assert "vlrt_decode_worker_restarts 1.0" in c.get("/metrics").text
+    finally:
+        c.__exit__(None, None, None)

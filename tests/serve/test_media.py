@@ -15,31 +15,16 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from bad_corpus import y4m_header
 from PIL import Image
-from video_assets import frame_index, write_audio_only, write_image, write_video
+from video_assets import frame_index, write_audio_only, write_big_frame, write_image, write_video
 
 from vlrt.assets import unpack_default_bundle
 from vlrt.runtime.bundle import Bundle
 from vlrt.runtime.pipeline import ClipLoader
 from vlrt.serve.media import Decoded, DecodePool, MediaError, MediaLimits
-
-
-def write_big_frame(path: Path, side: int) -> Path:
-    """One black side x side H.264 frame in an MPEG-PS file (.mpg): the container states no frame
-    size, so FFmpeg decodes the frame while opening the file."""
-    with av.open(str(path), "w", format="mpeg") as out:
-        stream = out.add_stream("libx264", rate=24)
-        stream.width, stream.height, stream.pix_fmt = side, side, "yuv420p"
-        stream.codec_context.options = {"preset": "ultrafast", "threads": "1"}
-        frame = av.VideoFrame.from_ndarray(np.zeros((side, side, 3), np.uint8), format="rgb24")
-        frame.pts = 0
-        out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path
 
 
 @pytest.fixture(scope="module")
