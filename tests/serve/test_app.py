@@ -293,3 +293,27 @@ def test_hostile_uploads_cost_a_worker_at_most(media_index, tmp_path):
         assert "vlrt_decode_worker_restarts 1.0" in c.get("/metrics").text
     finally:
         c.__exit__(None, None, None)
+
+
+def test_search_by_frames_needs_an_index_that_keeps_them(client):
+    answer = client.post("/v1/search", json={"text": "a red circle", "frames": 2, "rerank": 10})
+    assert answer.status_code == 400 and "--keep-frames" in answer.json()["error"]
+    assert client.post("/v1/search", json={"text": "a red circle", "frames": 0}).status_code == 400
+
+
+def test_search_by_frames_on_an_index_that_keeps_them(media_index, tmp_path):
+    from vlrt.runtime.index import Index
+
+    bundle, _, clips = media_index
+    with Index.create(tmp_path / "idx", bundle, keep_frames=True) as index:
+        index.add([str(c) for c in clips])
+    text = "a small red circle moves quickly to the left on a black background"
+    want = Index.open(tmp_path / "idx").search(text, k=3, frames=2, rerank=4)
+    c = start(ServeConfig.from_env({}, bundle=str(bundle), index=str(tmp_path / "idx")))
+    try:
+        got = c.post("/v1/search", json={"text": text, "k": 3, "frames": 2, "rerank": 4}).json()
+    finally:
+        c.__exit__(None, None, None)
+    assert [r["path"] for r in got["results"]] == [p for p, _ in want]
+    np.testing.assert_allclose([r["score"] for r in got["results"]], [s for _, s in want], atol=1e-5)
+    assert (got["frames"], got["rerank"]) == (2, 4)

@@ -4,6 +4,10 @@ The query is encoded by the engine the videos were embedded with (recorded in th
 index embedded with an int8 engine is queried through that engine's text graph; --backend,
 --precision or --engine choose another. The bundle is found where the index recorded it
 (relative to the index, then absolute); --bundle DIR when it moved.
+
+--frames K scores a video by its K frames that best match the query instead of its video
+embedding (query-time frame selection; the index must keep per-frame embeddings: `vlrt embed
+--keep-frames`); --rerank N applies it to the N best videos by video embedding only.
 """
 from __future__ import annotations
 
@@ -19,6 +23,10 @@ def register(sub) -> None:
     p.add_argument("index", help="index directory made by `vlrt embed`")
     p.add_argument("text", help="the query")
     p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
+    p.add_argument("--frames", type=int, metavar="K", help="score each video by the mean cosine of its K frames "
+                   "that best match the query (frame selection; an index embedded with --keep-frames)")
+    p.add_argument("--rerank", type=int, metavar="N", help="with --frames: rescore only the N best by video "
+                   "embedding (two-stage search; default: every video)")
     p.add_argument("--bundle", metavar="DIR", help="the index's bundle, when it is no longer where the index says")
     add_backend(p, help="default: the backend of the engine the videos were embedded with")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
@@ -42,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if info["engine"] != index.engine["engine"]:
         print(f"vlrt: note: the videos were embedded with {index.engine['engine'] or 'the fp32 graphs'}; "
               f"the query is encoded with {info['engine'] or 'the fp32 graphs'}", file=sys.stderr)
-    hits = index.search(args.text, k=args.k)
+    hits = index.search(args.text, k=args.k, frames=args.frames, rerank=args.rerank)
     if args.json:
         print_json({"query": args.text, "engine": info,
                     "results": [{"path": p, "score": s} for p, s in hits]})

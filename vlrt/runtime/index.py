@@ -464,6 +464,7 @@ class Index:
         self._data = (embeddings, rows) if embeddings is not None and rows is not None else None
         self._bundle_override = bundle
         self._faiss = None
+        self._frames: np.ndarray | None = None
         self._runtime = None  # encodes queries
         self._runtime_args: tuple[Any, ...] = _NO_ARGS  # what `runtime()` loaded it with
         self._add_runtime = None  # encodes videos, with the recorded options
@@ -593,15 +594,50 @@ class Index:
         manifest = bundle / "engines" / info["engine"] / "engine.json"
         return json.loads(manifest.read_text()).get("backend") if manifest.is_file() else None
 
-    def search(self, query: str | np.ndarray, *, k: int = 10) -> list[tuple[str, float]]:
-        """Best k videos for a text (or a (D,) query embedding): [(path, cosine), ...], best first."""
+    def search(self, query: str | np.ndarray, *, k: int = 10, frames: int | None = None,
+               rerank: int | None = None) -> list[tuple[str, float]]:
+        """Best k videos for a text (or a (D,) query embedding): [(path, score), ...], best first.
+
+        The score is the cosine with the video embedding. With `frames=K` (an index that keeps
+        per-frame embeddings) it is the mean cosine of the video's K best-matching frames
+        (query-time frame selection, vlrt/runtime/scoring.py): over every video, or, with
+        `rerank=N`, over the N (at least k) best by video embedding (a two-stage search)."""
         if k < 1:
             raise VlrtError(f"k must be >= 1, got {k}")
+        if rerank is not None and (frames is None or rerank < 1):
+            raise VlrtError("rerank=N (N >= 1) rescores the first stage's N best by frame selection: give frames=K too")
         if isinstance(query, str) and not query.strip():
             raise VlrtError("the query is empty: give the text to search for")
         vec = self.runtime().encode_text([query]) if isinstance(query, str) else np.asarray(query, np.float32)[None]
-        scores, ids = self._search(vec.astype(np.float32), min(k, len(self)))
+        vec = vec.astype(np.float32)
+        if frames is None:
+            scores, ids = self._search(vec, min(k, len(self)))
+        elif rerank is None:
+            from vlrt.runtime.scoring import frame_scores
+
+            exact = frame_scores(vec, self.frames, frames)
+            ids = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+            scores = np.take_along_axis(exact, ids, axis=1)
+        else:
+            from vlrt.runtime.scoring import two_stage
+
+            scores, ids = two_stage(vec, self.embeddings, self.frames, k=k, frames_k=frames, depth=rerank,
+                                    first=self._search)
         return [(self.rows[i]["path"], float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+
+    @property
+    def frames(self) -> np.ndarray:
+        """(n, T, D) float16 per-frame embeddings of the live rows (zero rows: padded frames), for
+        an index that keeps them (`vlrt embed --keep-frames`); loaded on first use."""
+        if self._frames is None:
+            if not kept_frames(self.root, self.meta):
+                raise VlrtError(f"{self.root}: this index keeps no per-frame embeddings, which frame selection "
+                                "scores; embed it with --keep-frames (Index.create(..., keep_frames=True))")
+            frames = load_shards(self.root, frames=True)[0]
+            if len(frames) != len(self):
+                raise VlrtError(f"{self.root}: the index changed while it was being read; open it again")
+            self._frames = frames
+        return self._frames
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if k == 0:
@@ -694,3 +730,4 @@ class Index:
         self.meta = read_meta(self.root)
         self._data = None
         self._faiss = None
+        self._frames = None

@@ -188,14 +188,20 @@ class Service:
         vector, frames = done.result
         return vector, frames, clip
 
-    async def search(self, vector: np.ndarray, k: int, stages: dict[str, float]) -> list[dict[str, Any]]:
+    async def search(self, vector: np.ndarray, k: int, stages: dict[str, float], *, frames: int | None = None,
+                     rerank: int | None = None) -> list[dict[str, Any]]:
         if self.index is None:
             raise ApiError(409, "no_index", "this server has no index to search (start it with --index DIR)")
         t0 = time.perf_counter()
 
         def run() -> list[tuple[str, float]]:
             with self.search_lock:
-                return self.index.search(np.asarray(vector, np.float32), k=k) if len(self.index) else []
+                if not len(self.index):
+                    return []
+                try:
+                    return self.index.search(np.asarray(vector, np.float32), k=k, frames=frames, rerank=rerank)
+                except VlrtError as exc:
+                    raise ApiError(400, "bad_request", str(exc)) from None
         hits = await asyncio.to_thread(run)
         stages["search"] = time.perf_counter() - t0
         return [{"rank": r, "path": p, "score": round(s, 6)} for r, (p, s) in enumerate(hits, 1)]
@@ -434,12 +440,15 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.post("/v1/search")
     async def search(request: Request):
         """JSON {"text": "..."} or {"vector": [...]} or {"path": "..."} (under the media root), with
-        "k" (default 10); or a video's or image's bytes as the body with `?k=&name=` ->
+        "k" (default 10); or a video's or image's bytes as the body with `?k=&name=`. Optional
+        "frames": K scores by each video's K best-matching frames (an index with per-frame
+        embeddings), "rerank": N only over the N best by video embedding ->
         {"results": [{"rank", "path", "score"}], "engine"}."""
         stages = request.state.stages
         if request.headers.get("content-type", "").startswith("application/json"):
             body = await json_body(request)
             k = _k(body.get("k", 10), config.max_k)
+            options = {o: _optional_int(body.get(o), o) for o in ("frames", "rerank")}
             given = [key for key in ("text", "vector", "path") if body.get(key) is not None]
             if len(given) != 1:
                 raise ApiError(400, "bad_request", 'give exactly one of "text", "vector" or "path"')
@@ -455,13 +464,14 @@ def create_app(config: ServeConfig) -> FastAPI:
                 vector = (await guarded(request, service.embed_file(path, stages)))[0]
         else:
             k = _k(request.query_params.get("k", 10), config.max_k)
+            options = {o: _optional_int(request.query_params.get(o), o) for o in ("frames", "rerank")}
             path = await service.receive_upload(request)
             try:
                 vector = (await guarded(request, service.embed_file(path, stages)))[0]
             finally:
                 path.unlink(missing_ok=True)
-        results = await service.search(vector, k, stages)
-        return {"results": results, "k": k, "engine": engine_key()}
+        results = await service.search(vector, k, stages, frames=options["frames"], rerank=options["rerank"])
+        return {"results": results, "k": k, "engine": engine_key(), **{o: v for o, v in options.items() if v}}
 
     @app.post("/v1/index/videos")
     async def index_videos(request: Request):
@@ -527,6 +537,18 @@ def _k(raw: Any, limit: int) -> int:
     if not 1 <= k <= limit:
         raise ApiError(400, "bad_request", f"k must be between 1 and {limit}, got {k}")
     return k
+
+
+def _optional_int(raw: Any, name: str) -> int | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ApiError(400, "bad_request", f"{name} must be an integer, got {raw!r}") from None
+    if value < 1:
+        raise ApiError(400, "bad_request", f"{name} must be >= 1, got {value}")
+    return value
 
 
 def _vector(raw: Any, service: Service) -> np.ndarray:
