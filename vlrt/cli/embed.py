@@ -36,6 +36,9 @@ def register(sub) -> None:
                    help="encode a sampled frame within LEVELS (mean abs. difference, of 255) of the last encoded "
                         "frame of its video once; e.g. 1.0 for static shots (default: off)")
     p.add_argument("--shard-size", type=int, default=64, help="videos per shard file (default 64)")
+    p.add_argument("--ann", choices=["auto", "flat", "hnsw", "ivfpq"],
+                   help="the vector index search uses: auto (by size: flat below 50k videos, HNSW below 5M, "
+                        "IVF-PQ above; the default), or one of them; recorded for later runs")
     p.add_argument("--prune", action="store_true",
                    help="embed nothing: drop the rows of files that no longer exist and rewrite the shards "
                         "without dead rows")
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     stages(f"loading bundle {args.bundle} ...")
     with Index.create(args.output, args.bundle, backend=args.backend, precision=args.precision,
                       engine=args.engine, token_merge=args.token_merge, skip_similar=args.skip_similar,
-                      mode=args.mode, keep_frames=args.keep_frames) as index:
+                      mode=args.mode, keep_frames=args.keep_frames, ann=args.ann) as index:
         line = index.runtime().engine_line()
         stages(f"encoding with {line}; finding files ...")
         summary = index.add(args.paths, batch_size=args.batch_size, workers=args.workers,

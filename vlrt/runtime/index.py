@@ -9,7 +9,8 @@ Layout of an index directory:
                               the decoder saw; and {"drop": path} lines, which remove that path's
                               rows in earlier shards
     errors.jsonl              one line per file whose latest attempt failed
-    faiss.index               inner-product index over the live rows, for other tools
+    faiss.index               inner-product index over the live rows (flat, HNSW or IVF-PQ by size:
+                              vlrt/runtime/ann.py), recorded in index.json with the rows it covers
     .lock                     flock'd by the one writer (its pid inside); readers take no lock
 
 A shard's .jsonl is written last, by rename: a shard without it is an interrupted write and is
@@ -25,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -218,7 +220,8 @@ class IndexWriter:
     writer at a time: it holds the index's lock until `close()` (or until it is collected)."""
 
     def __init__(self, root: str | Path, *, bundle: str | Path | None, manifest_sha256: str, embed_dim: int,
-                 encoder: dict[str, Any] | None = None, engine: dict[str, Any] | None = None) -> None:
+                 encoder: dict[str, Any] | None = None, engine: dict[str, Any] | None = None,
+                 ann: str | None = None) -> None:
         """`encoder`: how the embeddings are made (engine key, frame skipping, preprocessing mode);
         a resumed run must make them the same way. `engine`: the engine's record (backend,
         precision, key, options), which search uses to encode queries alike. `bundle` None: keep
@@ -231,6 +234,11 @@ class IndexWriter:
         if bundle is not None:
             meta.update(bundle_record(self.root, bundle))
         meta.update({k: v for k, v in (("encoder", encoder), ("engine", engine)) if v is not None})
+        if ann is not None:  # the vector index to build (vlrt/runtime/ann.py); built at the end of a run
+            from vlrt.runtime.ann import choose
+
+            choose(0, ann)  # a known kind
+            meta["ann"] = {"requested": ann}
         try:
             self.meta = self._check_or_write_meta(meta)
         except BaseException:
@@ -341,17 +349,24 @@ class IndexWriter:
         _atomic_write(self.root / ERRORS, lambda fh: fh.write(data))
         return len(self.errors)
 
-    def build_faiss(self) -> int:
-        """(Re)build faiss.index over the live rows; returns their count."""
+    def build_faiss(self, kind: str | None = None) -> int:
+        """(Re)build faiss.index over the live rows, of the kind asked for (None: the one recorded,
+        by default "auto": chosen by size, vlrt/runtime/ann.py), and record it in index.json with
+        a digest of the rows it covers; returns their count."""
         import faiss
 
+        from vlrt.runtime import ann
+
         self._check_open()
-        emb, _ = load_shards(self.root)
-        index = faiss.IndexFlatIP(emb.shape[1])
-        index.add(emb)
+        requested = kind or (self.meta.get("ann") or {}).get("requested", "auto")
+        emb, rows = load_shards(self.root)
+        index = ann.build(emb, requested)
         tmp = self.root / ".faiss.index.tmp"
         faiss.write_index(index, str(tmp))
         os.replace(tmp, self.root / "faiss.index")
+        self.meta["ann"] = {"requested": requested, "kind": ann.kind_of(index), "rows": len(rows),
+                            "rows_sha256": rows_digest(rows)}
+        _write_json(self.root / INDEX_META, self.meta)
         return index.ntotal
 
     def compact(self) -> bool:
@@ -373,6 +388,11 @@ class IndexWriter:
             for suffix in (".jsonl", ".npy", ".frames.npy"):  # un-commit first
                 (self.shards / f"{stem}{suffix}").unlink(missing_ok=True)
         return True
+
+
+def rows_digest(rows: Sequence[dict[str, Any]]) -> str:
+    """What a faiss.index covers: the live rows' paths, in order."""
+    return hashlib.sha256("\n".join(r["path"] for r in rows).encode()).hexdigest()
 
 
 def kept_frames(root: Path, meta: dict[str, Any], *, default: bool = False) -> bool:
@@ -499,11 +519,12 @@ class Index:
     def create(cls, path: str | Path, bundle: str | Path, *, backend: str | None = None,
                precision: str | None = None, engine: str | None = None, token_merge: int = 0,
                skip_similar: float | None = None, mode: str = "exact", keep_frames: bool = False,
-               threads: int | None = None) -> "Index":
+               threads: int | None = None, ann: str | None = None) -> "Index":
         """Make an index directory for `bundle` (or reopen it to add more: the same bundle and
         encoding options, else VlrtError) and load the bundle with these options (see
         `Runtime.load`). `mode`: preprocessing, "exact" or "fast"; `keep_frames`: also store
-        per-frame embeddings."""
+        per-frame embeddings; `ann`: the vector index searches use, "auto" (by size), "flat",
+        "hnsw" or "ivfpq" (vlrt/runtime/ann.py; None: as recorded, else auto)."""
         from vlrt.runtime.runtime import Runtime
 
         rt = Runtime.load(bundle, backend=backend, precision=precision, engine=engine, token_merge=token_merge,
@@ -511,7 +532,7 @@ class Index:
         info = rt.engine_info
         encoder = {"engine": info["engine"], "skip_similar": skip_similar, "mode": mode, "keep_frames": keep_frames}
         writer = IndexWriter(path, bundle=bundle, manifest_sha256=sha256_file(Path(bundle) / MANIFEST),
-                             embed_dim=rt.embed_dim, encoder=encoder, engine=info)
+                             embed_dim=rt.embed_dim, encoder=encoder, engine=info, ann=ann)
         index = cls(Path(path), writer.meta, bundle=bundle)  # rows load when first used
         index._runtime = index._add_runtime = rt
         index._runtime_args, index._writer = (backend, precision, engine, threads), writer
@@ -640,18 +661,32 @@ class Index:
         return self._frames
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        from vlrt.runtime import ann
+
         if k == 0:
             return np.zeros((len(queries), 0)), np.zeros((len(queries), 0), np.int64)
-        return self._load_faiss().search(queries, k)
+        return ann.search(self._load_faiss(), self.embeddings, queries, k)
+
+    @property
+    def ann_kind(self) -> str:
+        """The structure searches use: "flat", "hnsw" or "ivfpq" (vlrt/runtime/ann.py)."""
+        from vlrt.runtime import ann
+
+        return ann.kind_of(self._load_faiss())
 
     def _load_faiss(self):
         import faiss
 
         if self._faiss is None:
-            # Built from the live rows just loaded (a flat index: a copy), so it can never be stale.
-            index = faiss.IndexFlatIP(self.embeddings.shape[1])
-            index.add(np.ascontiguousarray(self.embeddings, np.float32))
-            self._faiss = index
+            record = self.meta.get("ann") or {}
+            path = self.root / "faiss.index"
+            if (record.get("kind") in ("hnsw", "ivfpq") and record.get("rows") == len(self)
+                    and record.get("rows_sha256") == rows_digest(self.rows) and path.is_file()):
+                self._faiss = faiss.read_index(str(path))  # built by the last writer over exactly these rows
+            else:  # exact, from the live rows just loaded (a copy), so never stale
+                index = faiss.IndexFlatIP(self.embeddings.shape[1])
+                index.add(np.ascontiguousarray(self.embeddings, np.float32))
+                self._faiss = index
         return self._faiss
 
     def add(self, paths: Iterable[str], *, batch_size: int = 8, workers: int = 2, shard_size: int = 64,
