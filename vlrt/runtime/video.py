@@ -55,7 +55,7 @@ OPEN_TIMEOUT_S = 30.0  # FFmpeg's I/O interrupt: a stalled (network) read fails 
 PixelFormat = Literal["rgb24", "bgr24"]
 __all__ = ["MAX_PIXELS", "MAX_SIDE", "TIME_TOLERANCE_S", "DecodeStats", "VideoInfo", "VideoReader",
            "check_indices", "ffmpeg_reason", "frame_indices_at", "probe", "read_frames", "read_frames_at",
-           "read_frames_av", "rotate"]
+           "read_frames_av", "rotate", "y4m_size"]
 
 
 @dataclass(frozen=True)
@@ -138,22 +138,29 @@ def _check_size(path: str, what: str, width: int, height: int) -> None:
                         f"1..{MAX_SIDE} px a side, {MAX_PIXELS} px in all")
 
 
-def _check_y4m_header(path: str) -> None:
-    """Refuse a YUV4MPEG2 file whose header claims too large a frame. FFmpeg reads a raw frame
-    whole, as one packet, while opening the file: before any size check (360 MB for 60000x4000)."""
+def y4m_size(path: str) -> tuple[int, int] | None:
+    """The frame size a YUV4MPEG2 file's header claims; None for another file, an unreadable one
+    or a broken header (av.open reports those)."""
     try:
         with open(path, "rb") as f:
             line = f.read(256).split(b"\n", 1)[0]
     except OSError:
-        return  # av.open reports it
+        return None
     if not line.startswith(b"YUV4MPEG2"):
-        return
+        return None
     tags = {token[:1]: token[1:] for token in line.split()[1:]}  # the last W / H wins, as in FFmpeg
     try:
-        width, height = int(tags[b"W"]), int(tags[b"H"])
+        return int(tags[b"W"]), int(tags[b"H"])
     except (KeyError, ValueError):
-        return  # FFmpeg reports the broken header
-    _check_size(path, "claimed", width, height)
+        return None
+
+
+def _check_y4m_header(path: str) -> None:
+    """Refuse a YUV4MPEG2 file whose header claims too large a frame. FFmpeg reads a raw frame
+    whole, as one packet, while opening the file: before any size check (360 MB for 60000x4000)."""
+    size = y4m_size(path)
+    if size is not None:
+        _check_size(path, "claimed", *size)
 
 
 def _open(path: str, hwaccel: Any = None) -> Any:

@@ -44,7 +44,7 @@ import numpy as np
 from vlrt.errors import VlrtError
 from vlrt.runtime.pipeline import ClipLoader
 from vlrt.runtime.preprocess import MODES, Mode
-from vlrt.runtime.video import MAX_PIXELS, MAX_SIDE, OPEN_TIMEOUT_S, ffmpeg_reason, probe, read_frames_at
+from vlrt.runtime.video import MAX_PIXELS, MAX_SIDE, OPEN_TIMEOUT_S, ffmpeg_reason, probe, read_frames_at, y4m_size
 
 __all__ = ["DecodePool", "Decoded", "MediaError", "MediaLimits"]
 
@@ -224,18 +224,10 @@ def _stated_seconds(container: Any, streams: list[Any]) -> float:
 def _check_y4m(path: str, limits: MediaLimits) -> None:
     """A YUV4MPEG2 file's frame is read whole, as one packet, while FFmpeg opens the file: its
     header's claim is checked first."""
-    try:
-        with open(path, "rb") as f:
-            line = f.read(256).split(b"\n", 1)[0]
-    except OSError:
+    size = y4m_size(path)
+    if size is None:
         return
-    if not line.startswith(b"YUV4MPEG2"):
-        return
-    tags = {token[:1]: token[1:] for token in line.split()[1:]}  # the last W / H wins, as in FFmpeg
-    try:
-        width, height = int(tags[b"W"]), int(tags[b"H"])
-    except (KeyError, ValueError):
-        return  # the loader reports the broken header
+    width, height = size
     if not _fits(width, height, limits):
         raise MediaError(f"{path}: claimed frame size {width}x{height} is over the limit of "
                          f"{limits.max_width}x{limits.max_height}", kind="limit")
