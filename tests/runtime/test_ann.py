@@ -59,3 +59,13 @@ def test_an_index_uses_what_its_writer_built_over_the_same_rows(tmp_path):
     assert vlrt.Index.open(tmp_path / "h").ann_kind == "flat"
     make_index(tmp_path / "auto", x, "auto")
     assert vlrt.Index.open(tmp_path / "auto").ann_kind == "flat"  # 3000 vectors: exact is fast enough
+
+
+def test_an_append_leaves_the_approximate_index_stale_and_searches_go_exact(tmp_path):
+    x, _ = clustered(2001)
+    make_index(tmp_path / "h", x[:2000], "hnsw")
+    index = vlrt.Index.open(tmp_path / "h")
+    assert index.ann_kind == "hnsw"
+    assert index.append(x[2000:], [{"path": "/videos/new.mp4"}]) == 2001  # no HNSW rebuild here
+    assert index.ann_kind == "flat" and index.search(x[2000], k=1)[0][0] == "/videos/new.mp4"
+    index.close()

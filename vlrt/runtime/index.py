@@ -349,10 +349,12 @@ class IndexWriter:
         _atomic_write(self.root / ERRORS, lambda fh: fh.write(data))
         return len(self.errors)
 
-    def build_faiss(self, kind: str | None = None) -> int:
+    def build_faiss(self, kind: str | None = None, *, approximate: bool = True) -> int:
         """(Re)build faiss.index over the live rows, of the kind asked for (None: the one recorded,
         by default "auto": chosen by size, vlrt/runtime/ann.py), and record it in index.json with
-        a digest of the rows it covers; returns their count."""
+        a digest of the rows it covers; returns their count. `approximate=False` builds only a flat
+        index: where HNSW or IVF-PQ is due (minutes at a million rows), the old file is left, its
+        digest no longer matches, and searches go exact until a later build."""
         import faiss
 
         from vlrt.runtime import ann
@@ -360,6 +362,8 @@ class IndexWriter:
         self._check_open()
         requested = kind or (self.meta.get("ann") or {}).get("requested", "auto")
         emb, rows = load_shards(self.root)
+        if not approximate and ann.choose(len(rows), requested) != "flat":
+            return len(rows)
         index = ann.build(emb, requested)
         tmp = self.root / ".faiss.index.tmp"
         faiss.write_index(index, str(tmp))
@@ -716,7 +720,7 @@ class Index:
             raise VlrtError(f"{self.root}: per-frame embeddings must be given exactly when the index keeps them")
         writer = self._writer_for_add()
         writer.append(embeddings, rows, frames)
-        total = writer.build_faiss()
+        total = writer.build_faiss(approximate=False)  # exact search until `vlrt embed` rebuilds an approximate one
         self._reload()
         return total
 
