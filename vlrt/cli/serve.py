@@ -5,7 +5,7 @@
   vlrt serve --index DIR --writable      ... and add videos to it (POST /v1/index/videos)
 
 Endpoints: POST /v1/embed/text, /v1/embed/video, /v1/embed/image, /v1/search, /v1/index/videos;
-GET /healthz, /readyz, /metrics (Prometheus), / (the search page), /docs (the OpenAPI schema).
+GET /healthz, /readyz, /metrics (Prometheus), / (the search page), /openapi.json (the schema).
 Clients may name files only with --media-root DIR, and only under it; otherwise they upload.
 Every flag also reads VLRT_<NAME> from the environment (e.g. VLRT_API_KEY, VLRT_PORT); a flag
 given wins. Binds to 127.0.0.1 unless --host says otherwise. One JSON log line per request
