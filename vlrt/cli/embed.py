@@ -37,7 +37,7 @@ def register(sub) -> None:
                         "frame of its video once; e.g. 1.0 for static shots (default: off)")
     p.add_argument("--shard-size", type=int, default=64, help="videos per shard file (default 64)")
     p.add_argument("--ann", choices=["auto", "flat", "hnsw", "ivfpq"],
-                   help="the vector index search uses: auto (by size: flat below 50k videos, HNSW below 5M, "
+                   help="the vector index search uses: auto (by size: flat below 50k videos, HNSW below 1M, "
                         "IVF-PQ above; the default), or one of them; recorded for later runs")
     p.add_argument("--prune", action="store_true",
                    help="embed nothing: drop the rows of files that no longer exist and rewrite the shards "

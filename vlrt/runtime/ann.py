@@ -7,7 +7,9 @@
 - `ivfpq` (FAISS IndexIVFPQ, trained on a sample): vectors compressed to d/8 bytes, a query scans
   the `nprobe` nearest of ≈ 4·√n lists; its candidates (4k of them) are then rescored exactly
   with the float vectors the index already holds, which recovers most of what compression loses.
-  From `IVFPQ_FROM` vectors, where even the links of a graph cost too much memory.
+  From `IVFPQ_FROM` vectors: at a million 512-d vectors on 2 cores HNSW took 18.6 minutes to
+  build (rebuilt at the end of every `vlrt embed` run) against 2.4 for IVF-PQ, for 99.2% against
+  95.2% of the exact top 10.
 
 `build(vectors, kind)` makes one; `search(ann, vectors, queries, k)` queries it. The recall each
 reaches against exact search, and its memory, are measured in benchmarks/ann.py.
@@ -23,7 +25,7 @@ from vlrt.errors import VlrtError
 
 KINDS = ("auto", "flat", "hnsw", "ivfpq")
 HNSW_FROM = 50_000
-IVFPQ_FROM = 5_000_000
+IVFPQ_FROM = 1_000_000
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 IVF_NPROBE, REFINE = 32, 4
 TRAIN_SAMPLE = 200_000
