@@ -4,10 +4,8 @@ the page and client tests (one start per session: loading the engine is the slow
 from __future__ import annotations
 
 import dataclasses
-import json
 import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -46,14 +44,16 @@ def served(tmp_path_factory) -> Served:
         assert summary.embedded == CLIPS and not summary.failed, summary
     config = ServeConfig(index=str(root / "index"), media_root=str(root / "media"), api_key=API_KEY,
                          decode_workers=1, threads=1).checked()
-    server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning"))
+    app = create_app(config)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
+    sock.listen(64)  # connections wait in the backlog until uvicorn accepts them
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="vlrt-serve", daemon=True)
     thread.start()
     try:
-        _wait_ready(url, thread)
+        _wait_ready(url, app.state.service, thread)
         yield Served(url, API_KEY, bundle, root / "index", clips, [s.caption for s in scenes])
     finally:
         server.should_exit = True
@@ -61,21 +61,14 @@ def served(tmp_path_factory) -> Served:
         sock.close()
 
 
-def _wait_ready(url: str, thread: threading.Thread, timeout: float = 180.0) -> None:
-    """Until /readyz answers 200; a load that failed, or a server thread that died, fails at once."""
-    deadline = time.monotonic() + timeout
-    state = "no answer"
-    while time.monotonic() < deadline:
-        if not thread.is_alive():
-            pytest.fail("the server thread exited while starting (see the captured log)")
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=5):
-                return
-        except urllib.error.HTTPError as exc:
-            state = json.loads(exc.read()).get("state", state)
-            if state.startswith("failed"):
-                pytest.fail(f"the service did not load: {state}")
-        except (urllib.error.URLError, ConnectionError):
-            pass  # not listening yet
-        time.sleep(0.2)
-    pytest.fail(f"the service was not ready within {timeout:g} s (state: {state})")
+def _wait_ready(url: str, service, thread: threading.Thread, timeout: float = 180.0) -> None:
+    """Until the service has loaded (its `settled` event); a load that failed, or a server thread
+    that died, fails the session."""
+    if not service.settled.wait(timeout):
+        pytest.fail(f"the service was not ready within {timeout:g} s (state: {service.state})")
+    if service.state != "ready":
+        pytest.fail(f"the service did not load: {service.state}")
+    if not thread.is_alive():
+        pytest.fail("the server thread exited while starting (see the captured log)")
+    with urllib.request.urlopen(f"{url}/readyz", timeout=60) as answer:  # queued until uvicorn accepts
+        assert answer.status == 200

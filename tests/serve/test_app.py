@@ -5,7 +5,6 @@ import asyncio
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import httpx
@@ -44,13 +43,18 @@ def runtime(media_index):
     return Runtime.load(media_index[0])
 
 
+def loaded(app) -> None:
+    """Until the app's engine (and index) have loaded: its `settled` event, then /readyz says ready."""
+    service = app.state.service
+    assert service.settled.wait(60) and service.state == "ready", service.state
+
+
 def start(config: ServeConfig):
-    client = TestClient(create_app(config))
+    app = create_app(config)
+    client = TestClient(app)
     client.__enter__()
-    deadline = time.monotonic() + 60
-    while client.get("/readyz").status_code != 200:
-        assert time.monotonic() < deadline, client.get("/readyz").json()
-        time.sleep(0.05)
+    loaded(app)
+    assert client.get("/readyz").status_code == 200
     return client
 
 
@@ -131,11 +135,11 @@ def test_paths_stay_under_the_media_root(client, media_index, tmp_path):
 
 def test_no_paths_without_a_media_root(media_index):
     bundle, index, clips = media_index
-    with TestClient(create_app(ServeConfig.from_env({}, bundle=str(bundle)))) as c:
+    app = create_app(ServeConfig.from_env({}, bundle=str(bundle)))
+    with TestClient(app) as c:
         answer = c.post("/v1/embed/video", json={"path": clips[0].name})
         assert answer.status_code in (403, 503)  # refused whether loaded or not
-        while c.get("/readyz").status_code != 200:
-            time.sleep(0.05)
+        loaded(app)
         answer = c.post("/v1/embed/video", json={"path": clips[0].name})
         assert answer.status_code == 403 and answer.json()["kind"] == "paths_disabled"
         assert c.post("/v1/search", json={"text": "a red circle"}).json()["kind"] == "no_index"
@@ -243,8 +247,7 @@ def test_full_video_queue_answers_429_with_retry_after(media_index):
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=120) as http:
-                while (await http.get("/readyz")).status_code != 200:
-                    await asyncio.sleep(0.05)
+                await asyncio.to_thread(loaded, app)
                 answers = await asyncio.gather(*(http.post("/v1/embed/video", params={"name": "c.mp4"}, content=data)
                                                  for _ in range(12)))
                 after = await http.post("/v1/embed/video", params={"name": "c.mp4"}, content=data)

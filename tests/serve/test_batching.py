@@ -10,18 +10,35 @@ from vlrt.serve.batching import Batcher, Overloaded
 
 
 class Recorder:
-    def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
+    """The encoder: records its batches. With `hold`, its first batch waits until `release` is
+    set (the test decides when that batch ends); `entered` is set when a batch starts."""
+
+    def __init__(self, *, hold: bool = False, fail: bool = False) -> None:
         self.batches: list[list[int]] = []
         self.threads: set[str] = set()
-        self.delay, self.fail = delay, fail
+        self.fail = fail
+        self.entered, self.release = threading.Event(), threading.Event()
+        if not hold:
+            self.release.set()
 
     def __call__(self, items: list[int]) -> list[int]:
         self.batches.append(list(items))
         self.threads.add(threading.current_thread().name)
-        time.sleep(self.delay)
+        self.entered.set()
+        assert self.release.wait(30), "the test never released the batch"
         if self.fail:
             raise RuntimeError("encoder broke")
         return [x * 10 for x in items]
+
+    async def encoding(self) -> None:
+        """Until a batch is in the encoder."""
+        assert await asyncio.to_thread(self.entered.wait, 30)
+
+
+async def queued(batcher: Batcher, depth: int) -> None:
+    """Until `depth` items wait in the queue (each submit task has run up to its await)."""
+    while batcher.depth < depth:
+        await asyncio.sleep(0)  # a turn of the event loop, not a timed wait
 
 
 def run(coro):
@@ -63,14 +80,16 @@ def test_partial_batch_leaves_after_max_wait():
 
 
 def test_requests_arriving_during_a_batch_form_the_next():
-    fn = Recorder(delay=0.2)
+    fn = Recorder(hold=True)
 
     async def main():
         b = Batcher("t", fn, max_batch=4, max_wait_s=0.0, max_queue=16)
         b.start()
         first = asyncio.ensure_future(b.submit(0))
-        await asyncio.sleep(0.05)  # batch [0] is encoding now
+        await fn.encoding()  # batch [0] is encoding now
         rest = [asyncio.ensure_future(b.submit(i)) for i in range(1, 6)]
+        await queued(b, 5)
+        fn.release.set()
         await asyncio.gather(first, *rest)
         await b.stop()
 
@@ -79,18 +98,19 @@ def test_requests_arriving_during_a_batch_form_the_next():
 
 
 def test_full_queue_refuses_with_retry_after():
-    fn = Recorder(delay=0.3)
+    fn = Recorder(hold=True)
 
     async def main():
         b = Batcher("video", fn, max_batch=1, max_wait_s=0.0, max_queue=2)
         b.start()
         running = asyncio.ensure_future(b.submit(0))
-        await asyncio.sleep(0.05)
-        queued = [asyncio.ensure_future(b.submit(i)) for i in (1, 2)]
-        await asyncio.sleep(0)
+        await fn.encoding()
+        waiting = [asyncio.ensure_future(b.submit(i)) for i in (1, 2)]
+        await queued(b, 2)
         with pytest.raises(Overloaded) as info:
             await b.submit(3)
-        await asyncio.gather(running, *queued)
+        fn.release.set()
+        await asyncio.gather(running, *waiting)
         await b.stop()
         return info.value
 
@@ -101,17 +121,20 @@ def test_full_queue_refuses_with_retry_after():
 
 
 def test_cancelled_caller_takes_nothing_from_the_encoder():
-    fn = Recorder(delay=0.2)
+    fn = Recorder(hold=True)
 
     async def main():
         b = Batcher("t", fn, max_batch=4, max_wait_s=0.0, max_queue=16)
         b.start()
         first = asyncio.ensure_future(b.submit(0))
-        await asyncio.sleep(0.05)
+        await fn.encoding()
         gone = asyncio.ensure_future(b.submit(1))
         kept = asyncio.ensure_future(b.submit(2))
-        await asyncio.sleep(0)
+        await queued(b, 2)
         gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        fn.release.set()
         await asyncio.gather(first, kept)
         await b.stop()
         return kept.result()
@@ -135,14 +158,19 @@ def test_an_encoder_error_reaches_every_caller_of_the_batch():
 
 
 def test_stop_finishes_queued_work_and_refuses_new():
-    fn = Recorder(delay=0.05)
+    fn = Recorder(hold=True)
 
     async def main():
         b = Batcher("t", fn, max_batch=2, max_wait_s=10.0, max_queue=16)
         b.start()
         pending = [asyncio.ensure_future(b.submit(i)) for i in range(3)]
-        await asyncio.sleep(0.01)
-        await b.stop()  # the lone third item does not wait out the 10 s
+        await fn.encoding()  # [0, 1] left full; 2 waits for company, up to 10 s
+        await queued(b, 1)
+        stopping = asyncio.ensure_future(b.stop())
+        fn.release.set()
+        t0 = time.perf_counter()
+        await stopping  # the lone third item does not wait out the 10 s
+        assert time.perf_counter() - t0 < 5
         with pytest.raises(Overloaded):
             await b.submit(9)
         return [p.result().result for p in pending]

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from vlrt.constants import MEDIA_SUFFIXES
 from vlrt.errors import VlrtError
@@ -53,6 +54,7 @@ class Service:
         self.runtime: Any = None
         self.index: Any = None
         self.state = "loading"
+        self.settled = threading.Event()  # set once loading has ended, ready or failed (for embedders and tests)
         self.pool: DecodePool | None = None
         self.text: Batcher | None = None
         self.video: Batcher | None = None
@@ -66,6 +68,12 @@ class Service:
 
     # -- start and stop --------------------------------------------------------------------
     async def start(self) -> None:
+        try:
+            await self._start()
+        finally:
+            self.settled.set()
+
+    async def _start(self) -> None:
         try:
             await asyncio.to_thread(self._load)
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log, the process stays up
@@ -274,6 +282,9 @@ class Service:
                     fh.write(chunk)
             if total == 0:
                 raise ApiError(400, "empty", "the upload is empty")
+        except ClientDisconnect:
+            path.unlink(missing_ok=True)
+            raise ApiError(499, "client_gone", "the client went away during the upload") from None
         except BaseException:
             path.unlink(missing_ok=True)
             raise
