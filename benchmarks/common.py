@@ -116,3 +116,25 @@ def contention_line(c: dict) -> str:
         s += (f"; over the run {c['busy_outside_this_process_pct']}% of the machine's CPU time was busy outside "
               f"this process and {c['steal_pct']}% was stolen by the hypervisor")
     return s + "."
+
+
+def workload_args(parser, name: str, quick_help: str) -> None:
+    """--config, --workdir, --out and --quick, as the full-size benchmark scripts share them; `name`:
+    the result's name (benchmarks/results/NAME-cpu.json)."""
+    parser.add_argument("--config", default="ViT-B-32", help="model architecture, or 'tiny' (smoke runs)")
+    parser.add_argument("--workdir", default="/tmp/vlrt-bench-vit-b32",
+                        help="bundle, engines, videos and what the script makes (reused)")
+    parser.add_argument("--out", help=f"result JSON (default: benchmarks/results/{name}-cpu.json)")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+
+
+def run_workload(parser, args, name: str, quick: dict, run, markdown) -> None:
+    """Run `run(args)` and write its result with `markdown`. With --quick: the tiny model and the
+    `quick` settings, a workdir of its own unless one was given, and the result in the workdir."""
+    if args.quick:
+        vars(args).update(config="tiny", **quick)
+        if args.workdir == parser.get_default("workdir"):
+            args.workdir = "/tmp/vlrt-bench-tiny"
+    out = args.out or (Path(args.workdir) / f"{name}-quick.json" if args.quick else RESULTS / f"{name}-cpu.json")
+    result = run(args)
+    write_result(out, result, markdown(result))

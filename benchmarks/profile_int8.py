@@ -74,15 +74,15 @@ from pathlib import Path
 
 import numpy as np
 from common import (
-    RESULTS,
     calibration_videos,
     contention,
     contention_line,
     load_snapshot,
     machine,
     random_bundle,
+    run_workload,
     stages,
-    write_result,
+    workload_args,
 )
 
 MATMUL_OPS = {"MatMul", "FusedMatMul", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
@@ -326,6 +326,17 @@ def profile(path: Path, config: Config, feeds: dict, runs: int, folder: Path) ->
 # ---------------------------------------------------------------------------------------------
 
 
+def timed_phase(configs: list[Config], paths: dict, outputs, feeds, ceiling_calls: dict, args):
+    """Sessions for `configs`, timed in interleaved rounds with the matmul-ceiling calls: (times,
+    outputs, the contention seen meanwhile); the sessions are freed after."""
+    snap = load_snapshot()
+    sessions = {c.name: session(paths[c.graph], c) for c in configs}
+    calls = {name: (lambda s=s: s.run(outputs, feeds)) for name, s in sessions.items()}
+    calls.update(ceiling_calls)
+    times, outs = time_interleaved(calls, warmup=args.warmup, repeats=args.repeats, gap=args.gap)
+    return times, outs, contention(snap, load_snapshot())
+
+
 def run(args) -> dict:
     import onnx
     import onnxruntime
@@ -363,13 +374,7 @@ def run(args) -> dict:
     # Phase 1: the engines, default session options
     configs = [Config("fp32", "fp32", args.threads)] + [Config(name, name, args.threads) for name in engines]
     progress(f"timing {len(configs)} graphs, {args.repeats} interleaved rounds")
-    snap = load_snapshot()
-    sessions = {c.name: session(paths[c.graph], c) for c in configs}
-    calls = {name: (lambda s=s: s.run(outputs, feeds)) for name, s in sessions.items()}
-    calls.update(ceiling_calls)
-    times1, out1 = time_interleaved(calls, warmup=args.warmup, repeats=args.repeats, gap=args.gap)
-    phase1 = contention(snap, load_snapshot())
-    del sessions, calls
+    times1, out1, phase1 = timed_phase(configs, paths, outputs, feeds, ceiling_calls, args)
     reference = out1["fp32"][0]
     median = {name: statistics.median(t) for name, t in times1.items()}
     best_engine = min(engines, key=lambda name: median[name])
@@ -385,13 +390,7 @@ def run(args) -> dict:
                 Config(f"{best_engine}, dynamic_block_base=4", best_engine, args.threads,
                        entries={"session.dynamic_block_base": "4"})]
     progress(f"timing {len(variants)} session variants of {best_engine}, {args.repeats} interleaved rounds")
-    snap = load_snapshot()
-    sessions = {c.name: session(paths[c.graph], c) for c in variants}
-    calls = {name: (lambda s=s: s.run(outputs, feeds)) for name, s in sessions.items()}
-    calls.update(ceiling_calls)
-    times2, out2 = time_interleaved(calls, warmup=args.warmup, repeats=args.repeats, gap=args.gap)
-    phase2 = contention(snap, load_snapshot())
-    del sessions, calls
+    times2, out2, phase2 = timed_phase(variants, paths, outputs, feeds, ceiling_calls, args)
     gop = 2 * math.prod(micro_shape) / 1e9
     in_rounds = {phase: {t: {"gop_s_median": gop * per_round / statistics.median(times[ceiling_name(t)]),
                              "gop_s_best": gop * per_round / min(times[ceiling_name(t)])}
@@ -640,7 +639,7 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="ViT-B-32", help="model architecture, or 'tiny' (smoke runs)")
+    workload_args(p, "profile-int8", "smoke run: tiny model, 1 warm-up + 2 rounds, results in the workdir")
     p.add_argument("--videos", type=int, default=1)
     p.add_argument("--frames", type=int, default=0, help="frames per video (default: the bundle's max_frames, 12)")
     p.add_argument("--threads", type=int, default=2)
@@ -650,17 +649,9 @@ def main() -> None:
     p.add_argument("--profile-runs", type=int, default=2)
     p.add_argument("--micro-repeats", type=int, default=15)
     p.add_argument("--calib-videos", type=int, default=8)
-    p.add_argument("--workdir", default="/tmp/vlrt-bench-vit-b32", help="bundle, engines, videos, traces (reused)")
-    p.add_argument("--out", help="result JSON (default: benchmarks/results/profile-int8-cpu.json)")
-    p.add_argument("--quick", action="store_true", help="smoke run: tiny model, 1 warm-up + 2 rounds, results in the workdir")
     args = p.parse_args()
-    if args.quick:
-        args.config, args.warmup, args.repeats, args.profile_runs, args.micro_repeats, args.calib_videos = "tiny", 1, 2, 1, 3, 2
-        if args.workdir == p.get_default("workdir"):
-            args.workdir = "/tmp/vlrt-bench-tiny"
-    out = args.out or (Path(args.workdir) / "profile-int8-quick.json" if args.quick else RESULTS / "profile-int8-cpu.json")
-    result = run(args)
-    write_result(out, result, markdown(result))
+    run_workload(p, args, "profile-int8", dict(warmup=1, repeats=2, profile_runs=1, micro_repeats=3, calib_videos=2),
+                 run, markdown)
 
 
 if __name__ == "__main__":

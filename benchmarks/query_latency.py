@@ -51,15 +51,15 @@ from pathlib import Path
 
 import numpy as np
 from common import (
-    RESULTS,
     calibration_videos,
     contention,
     contention_line,
     load_snapshot,
     machine,
     random_bundle,
+    run_workload,
     stages,
-    write_result,
+    workload_args,
 )
 
 SUBJECTS = ["a man", "a woman", "two children", "a dog", "a chef", "a cyclist", "a band", "an old car"]
@@ -200,7 +200,7 @@ def write_index(root: Path, bundle: Path, engine_info: dict, n: int, shard_size:
                      "file_size": 3_000_000 + start + i, "mtime_ns": 1_700_000_000_000_000_000 + start + i}
                     for i in range(count)]
             writer.append(emb, rows)
-        total = writer.build_faiss()
+        total = writer.build_faiss("flat")  # the exact search its figures were recorded with (benchmarks/ann.py: the others)
     return {"vectors": total, "dim": dim, "shards": -(-n // shard_size), "shard_size": shard_size,
             "write_s": time.perf_counter() - t0,
             "bytes_on_disk": sum(p.stat().st_size for p in root.rglob("*") if p.is_file())}
@@ -366,7 +366,7 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="ViT-B-32", help="model architecture, or 'tiny' (smoke runs)")
+    workload_args(p, "query-latency", "smoke run: tiny model, 1,000 vectors, 20 calls, results in the workdir")
     p.add_argument("--threads", default="2,1", help="intra-op thread counts, comma-separated; the first one searches")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--calls", type=int, default=200)
@@ -375,17 +375,9 @@ def main() -> None:
     p.add_argument("--shard-size", type=int, default=10_000)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--calib-videos", type=int, default=8, help="calibration videos for the openvino int8 engine")
-    p.add_argument("--workdir", default="/tmp/vlrt-bench-vit-b32", help="bundle, engines, videos, index (reused)")
-    p.add_argument("--out", help="result JSON (default: benchmarks/results/query-latency-cpu.json)")
-    p.add_argument("--quick", action="store_true", help="smoke run: tiny model, 1,000 vectors, 20 calls, results in the workdir")
     args = p.parse_args()
-    if args.quick:
-        args.config, args.warmup, args.calls, args.vectors, args.shard_size, args.calib_videos = "tiny", 2, 20, 1000, 400, 2
-        if args.workdir == p.get_default("workdir"):
-            args.workdir = "/tmp/vlrt-bench-tiny"
-    out = args.out or (Path(args.workdir) / "query-latency-quick.json" if args.quick else RESULTS / "query-latency-cpu.json")
-    result = run(args)
-    write_result(out, result, markdown(result))
+    run_workload(p, args, "query-latency", dict(warmup=2, calls=20, vectors=1000, shard_size=400, calib_videos=2),
+                 run, markdown)
 
 
 if __name__ == "__main__":
