@@ -263,9 +263,10 @@ class Service:
             raise ApiError(404, "not_found", f"{given!r}: no such file under the media root")
         return full
 
-    async def receive_upload(self, request: Request) -> Path:
+    async def receive_upload(self, request: Request, digest: Any = None) -> Path:
         """The request body, streamed to a file in the spool directory, refused (413) past the
-        upload limit before it is all read. The file's suffix comes from `?name=`."""
+        upload limit before it is all read. The file's suffix comes from `?name=`. `digest` (a
+        hashlib object) is fed the bytes as they arrive."""
         limit = int(self.config.max_upload_mb * 2**20)
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -280,6 +281,8 @@ class Service:
                     if total > limit:
                         raise ApiError(413, "too_large", f"the upload is over the limit of {limit} bytes")
                     fh.write(chunk)
+                    if digest is not None:
+                        digest.update(chunk)
             if total == 0:
                 raise ApiError(400, "empty", "the upload is empty")
         except ClientDisconnect:
@@ -499,7 +502,7 @@ def create_app(config: ServeConfig) -> FastAPI:
                 raise ApiError(400, "bad_request", f'"paths" must be a list of 1 to {config.video_queue} paths')
             files = [service.media_path(p) for p in paths]
         else:
-            files = [await _keep_upload(service, await service.receive_upload(request), request)]
+            files = [await _keep_upload(service, request)]
         report = await guarded(request, service.add_to_index(files, request.state.stages))
         return {"added": sum(r["added"] for r in report), "files": report, "total": len(service.paths)}
 
@@ -518,21 +521,25 @@ def create_app(config: ServeConfig) -> FastAPI:
             raise ApiError(404, "not_found", "not a video of this index")
         return FileResponse(path)
 
+    page_html = PAGE.read_text() if PAGE.is_file() else None
+
     @app.get("/", include_in_schema=False)
     async def page():
-        if not PAGE.is_file():
+        if page_html is None:
             raise ApiError(404, "not_found", "the search page is not installed")
-        return HTMLResponse(PAGE.read_text())
+        return HTMLResponse(page_html)
 
     return app
 
 
-async def _keep_upload(service: Service, path: Path, request: Request) -> Path:
-    """An upload added to the index is kept: moved to the upload directory, named by its sha256."""
+async def _keep_upload(service: Service, request: Request) -> Path:
+    """An upload added to the index is kept: received, then moved to the upload directory, named
+    by its sha256."""
+    digest = hashlib.sha256()
+    path = await service.receive_upload(request, digest)
     folder = Path(service.config.upload_dir or Path(service.config.index) / "uploads").resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    digest = await asyncio.to_thread(lambda: hashlib.sha256(path.read_bytes()).hexdigest())
-    kept = folder / f"{digest}{path.suffix}"
+    kept = folder / f"{digest.hexdigest()}{path.suffix}"
     if kept.exists():
         path.unlink()
     else:
