@@ -34,3 +34,10 @@ def test_batch_stats_from_prometheus_text():
         'vlrt_batch_size_count{queue="text"} 9.0'])
     assert load.batch_stats(text, "video") == {"batches": 5, "mean": 2.2, "sizes": {"<=1.0": 2, "<=4.0": 3}}
     assert load.diff_batches(text, text, "video") == {"batches": 0, "mean": None, "sizes": {}}
+
+
+def test_stage_means_between_two_readings():
+    before = 'vlrt_stage_seconds_sum{stage="decode"} 1.0\nvlrt_stage_seconds_count{stage="decode"} 4.0'
+    after = ('vlrt_stage_seconds_sum{stage="decode"} 3.0\nvlrt_stage_seconds_count{stage="decode"} 8.0\n'
+             'vlrt_stage_seconds_sum{stage="encode"} 0.5\nvlrt_stage_seconds_count{stage="encode"} 5.0')
+    assert load.stage_means(before, after) == {"decode": 500.0, "encode": 100.0}

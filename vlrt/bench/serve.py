@@ -146,55 +146,56 @@ def metrics(url: str, api_key: str | None = None) -> str:
     return body.decode()
 
 
-def batch_stats(text: str, queue: str) -> dict[str, Any]:
-    """Batches formed on `queue` from Prometheus text: count, mean size, and how many batches
-    fell into each size bucket (le)."""
-    count = total = 0.0
-    buckets: dict[str, float] = {}
+def histogram(text: str, metric: str, label: str, value: str) -> dict[str, Any]:
+    """One series of a Prometheus histogram from /metrics text: {"count", "sum", "buckets":
+    {le: cumulative count}} (zeros when the series is absent)."""
+    out: dict[str, Any] = {"count": 0.0, "sum": 0.0, "buckets": {}}
     for line in text.splitlines():
-        if not line.startswith("vlrt_batch_size") or f'queue="{queue}"' not in line:
+        if not line.startswith(metric + "_") or f'{label}="{value}"' not in line:
             continue
-        name, value = line.rsplit(" ", 1)
-        if name.startswith("vlrt_batch_size_count"):
-            count = float(value)
-        elif name.startswith("vlrt_batch_size_sum"):
-            total = float(value)
-        elif name.startswith("vlrt_batch_size_bucket"):
-            buckets[name.split('le="')[1].split('"')[0]] = float(value)
+        name, number = line.rsplit(" ", 1)
+        kind = name[len(metric) + 1:].split("{")[0]
+        if kind in ("count", "sum"):
+            out[kind] = float(number)
+        elif kind == "bucket":
+            out["buckets"][name.split('le="')[1].split('"')[0]] = float(number)
+    return out
+
+
+def _minus(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    return {"count": after["count"] - before["count"], "sum": after["sum"] - before["sum"],
+            "buckets": {le: n - before["buckets"].get(le, 0.0) for le, n in after["buckets"].items()}}
+
+
+def _batches(h: dict[str, Any]) -> dict[str, Any]:
     per_bucket, below = {}, 0.0
-    for le, cumulative in buckets.items():  # cumulative counts, in increasing le
+    for le, cumulative in h["buckets"].items():  # cumulative counts, in increasing le
         if cumulative > below:
             per_bucket[f"<={le}"] = int(cumulative - below)
         below = cumulative
-    return {"batches": int(count), "mean": round(total / count, 2) if count else None, "sizes": per_bucket}
+    count = h["count"]
+    return {"batches": int(count), "mean": round(h["sum"] / count, 2) if count else None, "sizes": per_bucket}
+
+
+def batch_stats(text: str, queue: str) -> dict[str, Any]:
+    """Batches formed on `queue` from /metrics text: count, mean size, and how many batches fell
+    into each size bucket (le)."""
+    return _batches(histogram(text, "vlrt_batch_size", "queue", queue))
 
 
 def diff_batches(before: str, after: str, queue: str) -> dict[str, Any]:
     """batch_stats of what happened between two /metrics readings."""
-    a, b = batch_stats(before, queue), batch_stats(after, queue)
-    n = b["batches"] - a["batches"]
-    mean = None
-    if n:
-        mean = round(((b["mean"] or 0) * b["batches"] - (a["mean"] or 0) * a["batches"]) / n, 2)
-    sizes = {k: v - a["sizes"].get(k, 0) for k, v in b["sizes"].items() if v - a["sizes"].get(k, 0)}
-    return {"batches": n, "mean": mean, "sizes": sizes}
+    return _batches(_minus(histogram(after, "vlrt_batch_size", "queue", queue),
+                           histogram(before, "vlrt_batch_size", "queue", queue)))
 
 
 def stage_means(before: str, after: str) -> dict[str, float]:
     """Mean ms per request of each stage (queue, decode, encode, search) between two /metrics
-    readings."""
-    def sums(text: str) -> dict[str, list[float]]:
-        out: dict[str, list[float]] = {}
-        for line in text.splitlines():
-            if line.startswith(("vlrt_stage_seconds_sum", "vlrt_stage_seconds_count")):
-                name, value = line.rsplit(" ", 1)
-                stage = name.split('stage="')[1].split('"')[0]
-                out.setdefault(stage, [0.0, 0.0])["_count" in name] = float(value)
-        return out
-    a, b = sums(before), sums(after)
+    readings (stages without requests in between left out)."""
     means = {}
-    for stage, (total, count) in b.items():
-        t0, c0 = a.get(stage, [0.0, 0.0])
-        if count > c0:
-            means[stage] = round(1000 * (total - t0) / (count - c0), 2)
+    for stage in ("queue", "decode", "encode", "search"):
+        h = _minus(histogram(after, "vlrt_stage_seconds", "stage", stage),
+                   histogram(before, "vlrt_stage_seconds", "stage", stage))
+        if h["count"] > 0:
+            means[stage] = round(1000 * h["sum"] / h["count"], 2)
     return means
