@@ -1,5 +1,7 @@
-"""A deployment box has no torch: every module of the runtime, build, families, bench, CLI and
-serve packages imports, an engine is built and the runtime encodes, with torch made unimportable."""
+"""A deployment box has no torch: every module of the runtime, build, families, bench, CLI, serve
+and triton packages imports (Triton's Python-backend model files import Triton's own module and
+run inside tritonserver only), an engine is built and the runtime encodes, with torch made
+unimportable."""
 import pkgutil
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import vlrt.cli
 import vlrt.families
 import vlrt.runtime
 import vlrt.serve
+import vlrt.triton
 from vlrt.export import export_checkpoint
 
 BLOCK_TORCH = textwrap.dedent("""
@@ -25,17 +28,20 @@ BLOCK_TORCH = textwrap.dedent("""
 """)
 
 
-TORCH_FREE = (vlrt.runtime, vlrt.build, vlrt.families, vlrt.bench, vlrt.cli, vlrt.serve)
+TORCH_FREE = (vlrt.runtime, vlrt.build, vlrt.families, vlrt.bench, vlrt.cli, vlrt.serve, vlrt.triton)
+IN_TRITON_ONLY = "vlrt.triton.models."
 
 
 def torch_free_modules():
-    return sorted(m.name for pkg in TORCH_FREE for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."))
+    return sorted(m.name for pkg in TORCH_FREE for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")
+                  if not m.name.startswith(IN_TRITON_ONLY))
 
 
 def test_deployment_modules_import_without_torch():
     modules = torch_free_modules()
     for name in ("vlrt.runtime.tokenizer", "vlrt.runtime.backends.ort.runner", "vlrt.build.engine",
-                 "vlrt.build.passes.int8", "vlrt.families.clip", "vlrt.bench.quality", "vlrt.cli.demo", "vlrt.serve.app"):
+                 "vlrt.build.passes.int8", "vlrt.families.clip", "vlrt.families.drl", "vlrt.bench.quality", "vlrt.cli.demo", "vlrt.serve.app",
+                 "vlrt.triton.repository"):
         assert name in modules
     code = BLOCK_TORCH + "\n".join(f"import {m}" for m in ["vlrt", "vlrt.assets", "vlrt.constants", *modules])
     subprocess.run([sys.executable, "-c", code], check=True)
