@@ -23,7 +23,7 @@ import numpy as np
 from common import RESULTS, machine, stages, write_result
 
 from vlrt.bench.metrics import ranks, recall_report
-from vlrt.runtime.scoring import frame_scores, two_stage
+from vlrt.runtime.scoring import frame_rescorer, frame_scores, two_stage
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -108,7 +108,7 @@ def generated(say, *, n: int = 10_000, t: int = 12, d: int = 512, topics: int = 
     for depth in (50, 100, 200):
         say(f"two-stage, depth {depth} ...")
         t0 = time.perf_counter()
-        ids = np.stack([two_stage(q[i:i + 1], videos, frames, k=10, frames_k=2, depth=depth,
+        ids = np.stack([two_stage(q[i:i + 1], videos, frame_rescorer(q[i:i + 1], frames, 2), k=10, depth=depth,
                                   first=lambda x, m: flat.search(x, m))[1][0] for i in range(queries)])
         ms = 1000 * (time.perf_counter() - t0) / queries
         recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, top)])

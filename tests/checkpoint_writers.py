@@ -61,6 +61,24 @@ Layouts and the sources they were checked against (read, not copied):
   eps=1e-12, same key names), ``lstm_visual`` (``nn.LSTM``, 1 layer, unidirectional). The
   ``--loose_type`` heads carry no ``cross.*``/``similarity_dense`` keys and no OpenAI extras.
 
+* **X-CLIP** (``xclip_state_dict``, ``write_xclip``): ``xuguohai/X-CLIP``
+  ``modules/modeling_xclip.py``. A ``--loose_type`` run (its released scripts) builds
+  CLIP4Clip's ``clip`` and temporal head and eight square ``nn.Parameter`` matrices on the model
+  itself: ``global_mat_weight`` and ``local_mat_weight`` (embed x embed), ``word_logit_weight``,
+  ``word_mat_weight``, ``word_mat_weight2`` (max_words x max_words), ``frame_logit_weight``,
+  ``frame_mat_weight``, ``frame_mat_weight2`` (max_frames x max_frames), all initialised to the
+  identity and kept fp32. A module's own parameters come first in its state dict, so these
+  eight keys precede ``clip.*``; ``convert_weights(self.clip)`` makes ``clip.*`` mixed fp16/fp32
+  as in CLIP4Clip. Checkpoints are ``torch.save(model.state_dict())`` as ``pytorch_model.bin.<epoch>``.
+* **DRL** (``drl_state_dict``, ``write_drl``): ``foolwood/DRL`` ``tvr/models/modeling.py``. With
+  ``--interaction wti`` the model registers ``clip``, then ``text_weight_fc`` and
+  ``video_weight_fc`` (``--wti_arch 1``: one ``nn.Linear(width, 1)``; ``2``: ``Linear(width,
+  width), ReLU, Linear(width, 1)`` in an ``nn.Sequential``, keys ``.0.`` and ``.2.``; ``3``: one
+  more Linear/ReLU pair, ``.4.``), then ``frame_position_embeddings`` (context length rows) and
+  ``transformerClip`` (``cross_config.num_hidden_layers``, 4 by default) for ``--agg_module
+  seqTransf``. ``convert_weights(self.clip)`` runs only when CUDA is available, which it is for
+  every trained checkpoint (``fp16=False`` gives the CPU variant).
+
 Weights are random but deterministic in ``seed``: LayerNorm weights are 1 +/- 0.1 and biases are
 small non-zero values, so a dropped or swapped LayerNorm/bias mapping changes the outputs.
 """
@@ -95,6 +113,10 @@ __all__ = [
     "openai_shapes",
     "openai_state_dict",
     "write_clip4clip",
+    "write_drl",
+    "write_xclip",
+    "drl_state_dict",
+    "xclip_state_dict",
     "write_hf_dir",
     "write_open_clip",
     "write_open_clip_dir",
@@ -702,4 +724,68 @@ def write_clip4clip(path: str | Path, geom: Geometry = TINY, seed: int = 0, **op
     if path.is_dir():
         path = path / "pytorch_model.bin.0"
     torch.save(clip4clip_state_dict(geom, seed, **options), path)  # options: as clip4clip_state_dict
+    return path
+
+
+XCLIP_MATRICES = (
+    ("global_mat_weight", "embed"), ("word_logit_weight", "words"), ("frame_logit_weight", "frames"),
+    ("local_mat_weight", "embed"), ("frame_mat_weight", "frames"), ("word_mat_weight", "words"),
+    ("frame_mat_weight2", "frames"), ("word_mat_weight2", "words"),
+)
+
+
+def xclip_state_dict(
+    geom: Geometry = TINY, seed: int = 0, *, head: Clip4ClipHead = "seqTransf", max_words: int = 32,
+    max_frames: int = 12, fp16: bool = True, cross_layers: int = 2,
+) -> dict[str, Tensor]:
+    """X-CLIP ``model.state_dict()`` for a ``--loose_type --sim_header head`` run: its eight
+    similarity matrices (identity plus noise, as after training), then CLIP4Clip's keys."""
+    gen = torch.Generator().manual_seed(seed + 1000)
+    sizes = {"embed": geom.embed_dim, "words": max_words, "frames": max_frames}
+    out: dict[str, Tensor] = {}
+    for name, axis in XCLIP_MATRICES:
+        n = sizes[axis]
+        out[name] = torch.eye(n) + 0.05 * torch.randn((n, n), generator=gen)
+    out.update(clip4clip_state_dict(geom, seed, head=head, fp16=fp16, cross_layers=cross_layers))
+    return out
+
+
+def drl_state_dict(
+    geom: Geometry = TINY_C4C, seed: int = 0, *, head: Clip4ClipHead = "seqTransf", wti_arch: int = 2,
+    fp16: bool = True, cross_layers: int = 4,
+) -> dict[str, Tensor]:
+    """DRL ``model.state_dict()`` for ``--interaction wti --wti_arch N --agg_module head``
+    (``head="meanP"`` is its ``--agg_module None``). The weight MLPs are ``transformer_width``
+    wide and run on the projected features, so embed_dim must equal the text width."""
+    if wti_arch not in (1, 2, 3):
+        raise ValueError(f"wti_arch must be 1, 2 or 3, not {wti_arch!r}")
+    if geom.embed_dim != geom.text_width:
+        raise ValueError("DRL's weight MLPs need embed_dim == text_width")
+    base = clip4clip_state_dict(geom, seed, head=head, fp16=fp16, cross_layers=cross_layers)
+    gen = torch.Generator().manual_seed(seed + 2000)
+    width = geom.text_width
+    mlps: dict[str, Tensor] = {}
+    for side in ("text", "video"):
+        dims = [width] * wti_arch + [1]
+        for layer in range(wti_arch):
+            prefix = f"{side}_weight_fc." + ("" if wti_arch == 1 else f"{2 * layer}.")
+            mlps[prefix + "weight"] = 0.2 * torch.randn((dims[layer + 1], dims[layer]), generator=gen)
+            mlps[prefix + "bias"] = 0.1 * torch.randn((dims[layer + 1],), generator=gen)
+    out = {k: v for k, v in base.items() if k.startswith("clip.")}
+    out.update(mlps)
+    out.update({k: v for k, v in base.items() if not k.startswith("clip.")})
+    return out
+
+
+def write_xclip(path: str | Path, geom: Geometry = TINY, seed: int = 0, **options: Any) -> Path:
+    """``pytorch_model.bin.<epoch>`` as X-CLIP's ``save_model`` writes it (options: as ``xclip_state_dict``)."""
+    path = Path(path)
+    torch.save(xclip_state_dict(geom, seed, **options), path)
+    return path
+
+
+def write_drl(path: str | Path, geom: Geometry = TINY_C4C, seed: int = 0, **options: Any) -> Path:
+    """A DRL checkpoint, ``torch.save(model.state_dict())`` (options: as ``drl_state_dict``)."""
+    path = Path(path)
+    torch.save(drl_state_dict(geom, seed, **options), path)
     return path

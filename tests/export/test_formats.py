@@ -10,11 +10,13 @@ from checkpoint_writers import (
     TINY_C4C,
     hf_reference_features,
     write_clip4clip,
+    write_drl,
     write_hf_dir,
     write_open_clip,
     write_open_clip_dir,
     write_openai_state_dict,
     write_openai_torchscript,
+    write_xclip,
 )
 
 from vlrt import Runtime
@@ -43,6 +45,10 @@ CASES = {
     "clip4clip-meanP": (lambda d: write_clip4clip(d / "pytorch_model.bin.0", TINY_C4C, seed=1, head="meanP"), "clip4clip", "clip4clip", "meanP", "format"),
     "clip4clip-seqTransf": (lambda d: write_clip4clip(d / "pytorch_model.bin.1", TINY_C4C, seed=1, head="seqTransf"), "clip4clip", "clip4clip", "seqTransf", "format"),
     "clip4clip-seqLSTM": (lambda d: write_clip4clip(d / "pytorch_model.bin.2", TINY_C4C, seed=1, head="seqLSTM"), "clip4clip", "clip4clip", "seqLSTM", "format"),
+    "xclip-seqTransf": (lambda d: write_xclip(d / "pytorch_model.bin.3", TINY_C4C, seed=1, head="seqTransf", max_words=16, max_frames=6), "xclip", "xclip", "seqTransf", "format"),
+    "xclip-meanP": (lambda d: write_xclip(d / "pytorch_model.bin.4", TINY, seed=1, head="meanP"), "xclip", "xclip", "meanP", "format"),
+    "drl-wti2-seqTransf": (lambda d: write_drl(d / "pytorch_model.bin.5", TINY_C4C, seed=1, head="seqTransf", wti_arch=2), "drl", "drl", "seqTransf", "format"),
+    "drl-wti1-meanP": (lambda d: write_drl(d / "pytorch_model.bin.6", TINY_C4C, seed=1, head="meanP", wti_arch=1, fp16=False), "drl", "drl", "meanP", "format"),
     "vlrt": (lambda d: write_vlrt(d / "model.pt"), "vlrt", "clip4clip", "seqTransf", "config"),
     "vlrt-gzip": (lambda d: write_vlrt(d / "model.pt.gz"), "vlrt", "clip4clip", "seqTransf", "config"),
 }

@@ -74,8 +74,8 @@ def test_gate_catches_a_graph_with_fixed_frames_or_words(tmp_path, monkeypatch):
     ckpt = write_clip4clip(tmp_path / "pytorch_model.bin.0", TINY_C4C, seed=0, head="seqTransf")
     real = onnx_module._dynamic_axes
 
-    def batch_only(spec):
-        return {name: {i: d for i, d in axes.items() if d == "batch"} for name, axes in real(spec).items()}
+    def batch_only(dims):
+        return {name: {i: d for i, d in axes.items() if d == "batch"} for name, axes in real(dims).items()}
 
     monkeypatch.setattr(onnx_module, "_dynamic_axes", batch_only)
     with pytest.raises(VlrtError, match=r"video.onnx fails on inputs of shapes .*'pixels': \(1, 2, 3"):
@@ -144,7 +144,7 @@ def test_manifest_schema_and_graph_outputs(bundle_dir, tmp_path):
 def test_runtime_refuses_what_it_cannot_encode(bundle_dir, tmp_path):
     def multi(m):
         m["embedding"] = "multi-vector"
-    with pytest.raises(VlrtError, match=r"embeds 'multi-vector'.*which this vlrt does not have"):
+    with pytest.raises(VlrtError, match=r"embeds 'multi-vector' without a scorer graph, which this vlrt cannot score"):
         Runtime.load(_edited_copy(bundle_dir, tmp_path / "a", multi))
 
     def other_tokenizer(m):

@@ -10,7 +10,7 @@ from video_assets import write_video
 import vlrt
 from vlrt.cli.main import main
 from vlrt.errors import VlrtError
-from vlrt.runtime.scoring import frame_scores, two_stage
+from vlrt.runtime.scoring import frame_rescorer, frame_scores, two_stage
 
 
 def unit(x):
@@ -64,10 +64,10 @@ def test_a_video_without_frames_ranks_last_and_k_must_be_positive():
 def test_two_stage_equals_exact_with_a_full_first_stage_and_stays_within_it():
     frames, videos, _, queries = gallery(n=60)
     exact = frame_scores(queries, frames, 2)
-    scores, ids = two_stage(queries, videos, frames, k=5, frames_k=2, depth=60)
+    scores, ids = two_stage(queries, videos, frame_rescorer(queries, frames, 2), k=5, depth=60)
     np.testing.assert_array_equal(ids, np.argsort(-exact, axis=1, kind="stable")[:, :5])
     np.testing.assert_allclose(scores, np.take_along_axis(exact, ids, axis=1), atol=1e-6)
-    _, shallow = two_stage(queries, videos, frames, k=5, frames_k=2, depth=8)
+    _, shallow = two_stage(queries, videos, frame_rescorer(queries, frames, 2), k=5, depth=8)
     first = np.argsort(-(queries @ videos.T), axis=1)[:, :8]
     assert all(set(s) <= set(f) for s, f in zip(shallow, first))
 

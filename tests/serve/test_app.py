@@ -320,3 +320,26 @@ def test_search_by_frames_on_an_index_that_keeps_them(media_index, tmp_path):
     assert [r["path"] for r in got["results"]] == [p for p, _ in want]
     np.testing.assert_allclose([r["score"] for r in got["results"]], [s for _, s in want], atol=1e-5)
     assert (got["frames"], got["rerank"]) == (2, 4)
+
+
+def test_search_on_a_multi_grained_index_uses_the_scorer(media_index, tmp_path):
+    """A DRL bundle's index: a text is scored by the model's scorer, as `Index.search` scores it."""
+    from checkpoint_writers import TINY_C4C, write_drl
+
+    from vlrt.export import export_checkpoint
+    from vlrt.runtime.index import Index
+
+    _, _, clips = media_index
+    bundle = export_checkpoint(write_drl(tmp_path / "drl.bin", TINY_C4C, seed=3), tmp_path / "drl").bundle
+    with Index.create(tmp_path / "idx", bundle) as index:
+        index.add([str(c) for c in clips])
+    want = Index.open(tmp_path / "idx").search("a red circle", k=4, rerank=5)
+    c = start(ServeConfig.from_env({}, bundle=str(bundle), index=str(tmp_path / "idx")))
+    try:
+        got = c.post("/v1/search", json={"text": "a red circle", "k": 4, "rerank": 5}).json()
+        exact = c.post("/v1/search", json={"text": "a red circle", "k": 4}).json()
+    finally:
+        c.__exit__(None, None, None)
+    assert [r["path"] for r in got["results"]] == [p for p, _ in want]
+    np.testing.assert_allclose([r["score"] for r in got["results"]], [s for _, s in want], atol=1e-5)
+    assert len(exact["results"]) == 4 and got["rerank"] == 5

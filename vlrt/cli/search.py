@@ -1,4 +1,4 @@
-"""Search an index with a text query: the best K videos with their cosine scores.
+"""Search an index with a text query: the best K videos with their scores (cosines, or a multi-grained model's own).
 
 The query is encoded by the engine the videos were embedded with (recorded in the index), so an
 index embedded with an int8 engine is queried through that engine's text graph; --backend,
@@ -8,6 +8,10 @@ index embedded with an int8 engine is queried through that engine's text graph; 
 --frames K scores a video by its K frames that best match the query instead of its video
 embedding (query-time frame selection; the index must keep per-frame embeddings: `vlrt embed
 --keep-frames`); --rerank N applies it to the N best videos by video embedding only.
+
+An index of a multi-grained model (X-CLIP, DRL) is searched with the model's own scorer over
+per-word and per-frame features: over every video, or with --rerank N over the N best by video
+embedding (a two-stage search: FAISS first, the scorer on the candidates).
 """
 from __future__ import annotations
 
@@ -25,8 +29,8 @@ def register(sub) -> None:
     p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
     p.add_argument("--frames", type=int, metavar="K", help="score each video by the mean cosine of its K frames "
                    "that best match the query (frame selection; an index embedded with --keep-frames)")
-    p.add_argument("--rerank", type=int, metavar="N", help="with --frames: rescore only the N best by video "
-                   "embedding (two-stage search; default: every video)")
+    p.add_argument("--rerank", type=int, metavar="N", help="with --frames, or a multi-grained model's index: "
+                   "rescore only the N best by video embedding (two-stage search; default: every video)")
     p.add_argument("--bundle", metavar="DIR", help="the index's bundle, when it is no longer where the index says")
     add_backend(p, help="default: the backend of the engine the videos were embedded with")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],

@@ -48,7 +48,7 @@ def export_checkpoint(
     with staging_dir(Path(out), overwrite=overwrite) as tmp:
         t0 = time.perf_counter()
         progress(f"tracing {ckpt.format} {ckpt.config.head.type} model to ONNX (opset {OPSET})")
-        specs = export_onnx(ckpt.model, ckpt.family, tmp, frames=ckpt.max_frames, words=ckpt.max_words)
+        specs, scorer = export_onnx(ckpt.model, ckpt.family, tmp, frames=ckpt.max_frames, words=ckpt.max_words)
         tokenizer = ClipTokenizer()
         shutil.copyfile(tokenizer.vocab_path, tmp / tokenizer.vocab_path.name)
         seconds["onnx"] = time.perf_counter() - t0
@@ -56,15 +56,16 @@ def export_checkpoint(
         progress("checking ONNX Runtime against PyTorch")
         graphs = {name: tmp / spec.file for name, spec in specs.items()}
         report = validate(ckpt.model, graphs, frames=ckpt.max_frames, words=ckpt.max_words,
-                          threshold=ckpt.family.min_cosine)
+                          threshold=ckpt.family.min_cosine,
+                          scorer=(scorer, tmp / scorer.file, ckpt.family.max_score_diff) if scorer else None)
         seconds["validate"] = time.perf_counter() - t0
         if not report.passed:
             raise VlrtError("export failed its parity gate: " + " | ".join(report.lines()))
-        manifest = write_manifest(tmp, _manifest(ckpt, specs, report, tokenizer))
+        manifest = write_manifest(tmp, _manifest(ckpt, specs, scorer, report, tokenizer))
     return ExportResult(Path(out), manifest, report, ckpt.warnings, seconds)
 
 
-def _manifest(ckpt: LoadedCheckpoint, specs, report: Report, tokenizer: ClipTokenizer) -> dict[str, Any]:
+def _manifest(ckpt: LoadedCheckpoint, specs, scorer, report: Report, tokenizer: ClipTokenizer) -> dict[str, Any]:
     cfg = ckpt.config
     return {
         "schema_version": SCHEMA_VERSION,
@@ -89,6 +90,7 @@ def _manifest(ckpt: LoadedCheckpoint, specs, report: Report, tokenizer: ClipToke
         "passes": [],
         "opset": OPSET,
         "graphs": {name: spec.to_manifest() for name, spec in specs.items()},
+        **({"scorer": scorer.to_manifest()} if scorer else {}),
         "validation": report.to_dict(),
         "warnings": ckpt.warnings,
     }

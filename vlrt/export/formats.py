@@ -15,6 +15,7 @@ import torch
 from vlrt.errors import VlrtError
 from vlrt.export.read import RawCheckpoint
 from vlrt.models import ModelConfig
+from vlrt.models.scorers import XClipScorer
 
 OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 OPENAI_TEXT_ROOTS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
@@ -136,6 +137,40 @@ class Clip4ClipFormat(Format):
                 if key.startswith(old) and is_seq:
                     out[new + key[len(old):]] = value
         return Converted(out, family="clip4clip", activation="quick_gelu", activation_source="format")
+
+
+class XClipFormat(Clip4ClipFormat):
+    name = "xclip"
+    description = ("X-CLIP checkpoint (CLIP4Clip's layout plus its similarity weights: global_mat_weight, "
+                   "word_logit_weight, ...)")
+
+    def matches(self, raw: RawCheckpoint, sd: dict[str, Any]) -> bool:
+        return has_openai_layout(sd, "clip.") and "global_mat_weight" in sd
+
+    def convert(self, raw: RawCheckpoint, sd: dict[str, Any]) -> Converted:
+        return _with_scorer(super().convert(raw, sd), sd, "xclip", lambda k: k in XCLIP_MATRICES)
+
+
+class DrlFormat(Clip4ClipFormat):
+    name = "drl"
+    description = "DRL checkpoint with weighted token-wise interaction (CLIP4Clip's layout plus text/video_weight_fc)"
+
+    def matches(self, raw: RawCheckpoint, sd: dict[str, Any]) -> bool:
+        return has_openai_layout(sd, "clip.") and any(k.startswith(DRL_WEIGHT_MLPS) for k in sd)
+
+    def convert(self, raw: RawCheckpoint, sd: dict[str, Any]) -> Converted:
+        return _with_scorer(super().convert(raw, sd), sd, "drl", lambda k: k.startswith(DRL_WEIGHT_MLPS))
+
+
+XCLIP_MATRICES = frozenset(name for name, _ in XClipScorer.MATRICES)
+DRL_WEIGHT_MLPS = ("text_weight_fc.", "video_weight_fc.")
+
+
+def _with_scorer(conv: Converted, sd: dict[str, Any], family: str, is_scorer) -> Converted:
+    """A CLIP4Clip-layout conversion plus the scorer's tensors under `scorer.`."""
+    conv.state_dict.update({f"scorer.{k}": v for k, v in sd.items() if is_scorer(k) and torch.is_tensor(v)})
+    conv.family = family
+    return conv
 
 
 class OpenAIFormat(Format):
@@ -272,7 +307,8 @@ class HuggingFaceFormat(Format):
         return {k: pre[key] for k, key in (("mean", "image_mean"), ("std", "image_std")) if key in pre}
 
 
-FORMATS: tuple[Format, ...] = (VlrtFormat(), Clip4ClipFormat(), HuggingFaceFormat(), OpenAIFormat(), OpenClipFormat())
+FORMATS: tuple[Format, ...] = (VlrtFormat(), XClipFormat(), DrlFormat(), Clip4ClipFormat(), HuggingFaceFormat(),
+                               OpenAIFormat(), OpenClipFormat())
 
 
 def detect_format(raw: RawCheckpoint, sd: dict[str, Any]) -> Format:

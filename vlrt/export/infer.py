@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from vlrt.errors import VlrtError
-from vlrt.models import HeadConfig, ModelConfig, TextConfig, VideoTextModel, VisionConfig
+from vlrt.models import HeadConfig, ModelConfig, ScorerConfig, TextConfig, VideoTextModel, VisionConfig
 
 # OpenAI CLIP and CLIP4Clip derive attention heads from the width this way; Hugging Face
 # configs state the count, and loaders pass it in instead.
@@ -68,6 +68,21 @@ def infer_head(shapes: Mapping[str, Any]) -> HeadConfig:
         return HeadConfig(type="seqTransf", layers=layers, heads=width // HEAD_WIDTH,
                           max_positions=max_positions)
     return HeadConfig(type="meanP")
+
+
+def infer_scorer(family: str, shapes: Mapping[str, Any]) -> ScorerConfig:
+    """The scorer of a multi-vector family from its tensors' shapes (canonical `scorer.*` names)."""
+    if family == "xclip":
+        words, frames = (shapes.get(f"scorer.{k}") for k in ("word_logit_weight", "frame_logit_weight"))
+        if words is None or frames is None:
+            raise VlrtError("an X-CLIP checkpoint carries its similarity weights (global_mat_weight, "
+                            "word_logit_weight, frame_logit_weight, ...); this one has none")
+        return ScorerConfig(type="xclip", words=shape_of(words)[0], frames=shape_of(frames)[0])
+    if family == "drl":
+        # wti_arch 1: one Linear (text_weight_fc.weight); 2 and 3: Linear/ReLU stacks (.0., .2., .4.)
+        layers = sum(1 for k in shapes if re.fullmatch(r"scorer\.text_weight_fc\.(\d+\.)?weight", k))
+        return ScorerConfig(type="drl", weight_layers=layers)
+    raise VlrtError(f"family {family!r} has no scorer")
 
 
 def infer_config(

@@ -15,7 +15,7 @@ import torch
 
 from vlrt.errors import VlrtError
 from vlrt.export.formats import Converted, detect_format, get_format
-from vlrt.export.infer import check_shapes, infer_config, shape_of
+from vlrt.export.infer import check_shapes, infer_config, infer_scorer, shape_of
 from vlrt.export.read import read_checkpoint
 from vlrt.families import Family, get_family, get_head
 from vlrt.models import ModelConfig, VideoTextModel
@@ -74,6 +74,11 @@ def load_checkpoint(
         act, act_source = _resolve_activation(conv, activation, warnings, raw.path)
         cfg = _model_config(conv, act)
         fam = get_family(family or conv.family)
+        if fam.embedding == "multi-vector" and cfg.scorer is None:
+            cfg = cfg.replace(scorer=infer_scorer(fam.name, conv.state_dict))
+        elif fam.embedding == "vector" and cfg.scorer is not None:
+            raise VlrtError(f"the {fam.name} family scores by a dot product; this checkpoint has a "
+                            f"{cfg.scorer.type} scorer (family {conv.family})")
         if cfg.head.type not in fam.heads:
             raise VlrtError(f"family {fam.name!r} has no {cfg.head.type} head; pick one of its heads "
                             f"{fam.heads} or another --family")
@@ -82,8 +87,10 @@ def load_checkpoint(
         if str(exc).startswith(str(raw.path)):
             raise
         raise VlrtError(f"{raw.path}: {exc}") from None
-    words = _resolve_words(max_words or conv.settings.get("max_words") or fam.max_words, cfg)
-    frames = max_frames or conv.settings.get("max_frames") or fam.max_frames
+    words = _resolve_words(_fixed("max_words", max_words, cfg.scorer.words if cfg.scorer else 0)
+                           or conv.settings.get("max_words") or fam.max_words, cfg)
+    frames = (_fixed("max_frames", max_frames, cfg.scorer.frames if cfg.scorer else 0)
+              or conv.settings.get("max_frames") or fam.max_frames)
     _check_frames(frames, cfg)
     pre = fam.preprocessing(cfg.vision.image_size, **conv.preprocessing)
     pre.update(conv.settings.get("preprocessing", {}))
@@ -136,6 +143,13 @@ def _build(family: Family, cfg: ModelConfig, state_dict: dict[str, torch.Tensor]
     # Mixed fp16/fp32 checkpoints (OpenAI's release) become fp32: the reference is fp32.
     model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
     return model.eval()
+
+
+def _fixed(name: str, asked: int | None, fixed: int) -> int | None:
+    """A count the scorer's shapes fix (X-CLIP's word and frame slots) wins; a flag may only repeat it."""
+    if fixed and asked and asked != fixed:
+        raise VlrtError(f"--{name.split('_')[1]} {asked}: this checkpoint's scorer takes exactly {fixed} {name[4:]}")
+    return fixed or asked
 
 
 def _resolve_words(words: int | None, cfg: ModelConfig) -> int:

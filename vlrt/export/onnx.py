@@ -1,10 +1,13 @@
-"""Trace the reference model's two encoders to ONNX, as its family's graph specs declare them.
+"""Trace the reference model's two encoders (and a multi-vector family's scorer) to ONNX, as its
+family's graph specs declare them.
 
 CLIP families (vlrt/families/clip.py):
 video.onnx: pixels (B, T, 3, H, W) float32 + frame_mask (B, T) float32
             -> video_embeds (B, E), frame_embeds (B, T, E)
 text.onnx:  input_ids (B, L) int64 -> text_embeds (B, E), token_embeds (B, L, E)
 Batch, frames and words are dynamic. Outputs are L2-normalised; padded frames and tokens are zero.
+Multi-vector families add outputs (DRL's weights) and scorer.onnx: the text graph's outputs for
+Q captions and the video graph's for N videos -> scores (Q, N) (vlrt/families/xclip.py, drl.py).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vlrt.families import Family, GraphSpec
+from vlrt.families import Family, GraphSpec, ScorerSpec
 from vlrt.models import VideoTextModel
 
 OPSET = 17
@@ -25,22 +28,18 @@ OPSET = 17
 FP16_SAFE_MASK = -1e4
 
 
-class _VideoEncoder(nn.Module):
-    def __init__(self, model: VideoTextModel) -> None:
+class _Graph(nn.Module):
+    """One graph: the model's named outputs in the spec's order."""
+
+    def __init__(self, model: VideoTextModel, name: str, outputs: list[str]) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.name, self.outputs = model, name, outputs
 
-    def forward(self, pixels: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.encode_video(pixels, frame_mask)
-
-
-class _TextEncoder(nn.Module):
-    def __init__(self, model: VideoTextModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.encode_text(input_ids)
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.name == "scorer":
+            return (self.model.scorer(**dict(zip(self.model_inputs, inputs))),)
+        out = self.model.video_outputs(*inputs) if self.name == "video" else self.model.text_outputs(*inputs)
+        return tuple(out[k] for k in self.outputs)
 
 
 @contextlib.contextmanager
@@ -69,28 +68,56 @@ def dummy_inputs(model: VideoTextModel, *, frames: int, words: int) -> dict[str,
     return {"video": (pixels, mask), "text": (ids,)}
 
 
+def scorer_inputs(spec: ScorerSpec, *, frames: int, words: int, queries: int = 2, videos: int = 3,
+                  seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random features of the scorer's input shapes: unit vectors, weights summing to 1."""
+    gen = torch.Generator().manual_seed(seed)
+    sizes = {"queries": queries, "videos": videos, "words": words, "frames": frames}
+    out = {}
+    for name, dims in spec.inputs.items():
+        x = torch.randn(*[sizes.get(d, d) for d in dims], generator=gen)
+        out[name] = x.softmax(-1) if name.endswith("_weights") else x / x.norm(dim=-1, keepdim=True)
+    return out
+
+
+def export_scorer(model: VideoTextModel, spec: ScorerSpec, path: Path, *, frames: int, words: int) -> None:
+    """Trace the model's scorer to `path`: queries, videos and (where not fixed) words and frames dynamic."""
+    inputs = scorer_inputs(spec, frames=frames, words=words)
+    graph = _Graph(model, "scorer", [spec.output])
+    graph.model_inputs = list(spec.inputs)
+    _export(graph, tuple(inputs.values()), path, list(spec.inputs), [spec.output],
+            {**spec.inputs, spec.output: ["queries", "videos"]})
+
+
 def export_onnx(model: VideoTextModel, family: Family, out_dir: Path, *, frames: int,
-                words: int) -> dict[str, GraphSpec]:
-    """Write the family's graphs (video.onnx and text.onnx) into out_dir; returns their specs."""
+                words: int) -> tuple[dict[str, GraphSpec], ScorerSpec | None]:
+    """Write the family's graphs (video.onnx, text.onnx and a multi-vector family's scorer.onnx)
+    into out_dir; returns their specs."""
     specs = family.graphs(image_size=model.config.vision.image_size, embed_dim=model.config.embed_dim)
     inputs = dummy_inputs(model, frames=frames, words=words)
-    wrappers = {"video": _VideoEncoder(model), "text": _TextEncoder(model)}
-    with export_patches(model), torch.no_grad(), warnings.catch_warnings():
+    with export_patches(model):
+        for name, spec in specs.items():
+            _export(_Graph(model, name, list(spec.outputs)), inputs[name], out_dir / spec.file,
+                    list(spec.inputs), list(spec.outputs), {**spec.inputs, **spec.outputs})
+    if family.scorer is None:
+        return specs, None
+    scorer = family.scorer(embed_dim=model.config.embed_dim, words=model.config.scorer.words,
+                           frames=model.config.scorer.frames)
+    export_scorer(model, scorer, out_dir / scorer.file, frames=frames, words=words)
+    return specs, scorer
+
+
+def _export(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, input_names: list[str],
+            output_names: list[str], dims: dict[str, list[int | str]]) -> None:
+    dynamic = _dynamic_axes(dims)
+    with torch.no_grad(), warnings.catch_warnings():
         # The TorchScript-based exporter is chosen on purpose (a true opset 17, plain
         # MatMul/Softmax attention); silence its deprecation notice and tracer chatter.
         warnings.simplefilter("ignore")
-        for name, spec in specs.items():
-            torch.onnx.export(
-                wrappers[name], inputs[name], str(out_dir / spec.file),
-                input_names=list(spec.inputs), output_names=list(spec.outputs),
-                dynamic_axes=_dynamic_axes(spec), opset_version=OPSET, dynamo=False,
-                do_constant_folding=True,
-            )
-    return specs
+        torch.onnx.export(module, inputs, str(path), input_names=input_names, output_names=output_names,
+                          dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
-def _dynamic_axes(spec: GraphSpec) -> dict[str, dict[int, str]]:
-    axes: dict[str, dict[int, str]] = {}
-    for name, dims in {**spec.inputs, **spec.outputs}.items():
-        axes[name] = {i: d for i, d in enumerate(dims) if isinstance(d, str)}
-    return axes
+def _dynamic_axes(dims: dict[str, list[int | str]]) -> dict[str, dict[int, str]]:
+    """Per tensor, its named (dynamic) axes."""
+    return {name: {i: d for i, d in enumerate(axes) if isinstance(d, str)} for name, axes in dims.items()}

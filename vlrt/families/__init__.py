@@ -8,7 +8,9 @@ declares everything the other parts read instead of branching on names:
     graphs()         the ONNX graphs: names, inputs, outputs with their axes (symbolic = dynamic),
                      and which output is the embedding and which the per-frame/per-token features
     embedding        "vector": one vector per video and per caption, scored by a dot product;
-                     "multi-vector": per-frame/per-word features and a scorer (none registered yet)
+                     "multi-vector": per-frame/per-word features and a scorer graph (`scorer()`)
+    scorer()         multi-vector only: the scorer graph, which of the text and video graphs'
+                     outputs it takes, and the fixed word/frame counts it needs
     tokenizer        the tokenizer the text graph expects
     sampling, max_frames, max_words, preprocessing()
                      the settings checkpoints do not store, with the defaults of the family's own
@@ -17,7 +19,8 @@ declares everything the other parts read instead of branching on names:
     min_cosine       the export gate's threshold
 
 The manifest records the family, its graphs and their embedding outputs, so the runtime and the
-build read names from the manifest, never from code. Families: clip.py (CLIP on frames, CLIP4Clip).
+build read names from the manifest, never from code. Families: clip.py (CLIP on frames, CLIP4Clip),
+xclip.py (X-CLIP), drl.py (DRL).
 """
 from __future__ import annotations
 
@@ -49,6 +52,30 @@ class GraphSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class ScorerSpec:
+    """The scorer graph of a multi-vector family: caption features x video features -> scores.
+
+    Its inputs are outputs of the text graph (`text_inputs`, first axis: queries) and of the video
+    graph (`video_inputs`, first axis: videos); it returns (queries, videos) scores. `words` and
+    `frames` > 0: the scorer takes exactly that many word / frame slots (X-CLIP's weight matrices).
+    """
+
+    file: str
+    text_inputs: dict[str, Axes]
+    video_inputs: dict[str, Axes]
+    output: str = "scores"
+    words: int = 0
+    frames: int = 0
+
+    @property
+    def inputs(self) -> dict[str, Axes]:
+        return {**self.text_inputs, **self.video_inputs}
+
+    def to_manifest(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class Head:
     """A temporal head: how frame embeddings become one video embedding."""
 
@@ -70,6 +97,12 @@ class Family:
     embedding: EmbeddingKind = "vector"
     tokenizer: str = "clip-bpe"
     min_cosine: float = 0.99999
+    # multi-vector: (embed_dim=, words=, frames=) -> the scorer graph's spec
+    scorer: Callable[..., ScorerSpec] | None = None
+    max_score_diff: float = 1e-4  # the export gate's bound on |score - reference score|
+    # True where padded frame slots take part in the scores (X-CLIP): each then holds the features
+    # of an all-zero image, as the family's data loader fills it
+    scores_padded_frames: bool = False
 
     def preprocessing(self, image_size: int, mean=CLIP_MEAN, std=CLIP_STD) -> dict[str, Any]:
         # CLIP's PIL pipeline: bicubic resize of the shorter side to image_size, centre crop.
@@ -91,7 +124,10 @@ class Family:
 
     def manifest_fields(self) -> dict[str, Any]:
         """What the family adds to a bundle's manifest."""
-        return {"family": self.name, "embedding": self.embedding}
+        fields: dict[str, Any] = {"family": self.name, "embedding": self.embedding}
+        if self.scores_padded_frames:
+            fields["padded_frames"] = "zero-image"
+        return fields
 
 
 FAMILIES: dict[str, Family] = {}
@@ -128,4 +164,7 @@ def get_head(name: str) -> Head:
     return HEADS[name]
 
 
-from vlrt.families import clip as _clip  # noqa: E402,F401  (registers the built-in families)
+# registers the built-in families
+from vlrt.families import clip as _clip  # noqa: E402,F401
+from vlrt.families import drl as _drl  # noqa: E402,F401
+from vlrt.families import xclip as _xclip  # noqa: E402,F401

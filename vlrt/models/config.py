@@ -69,6 +69,24 @@ class HeadConfig:
     mask_value: float = -1e6
 
 
+SCORER_TYPES: tuple[str, ...] = ("xclip", "drl")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScorerConfig:
+    """A multi-grained scorer over stored per-frame and per-word features (none for dual encoders).
+
+    xclip: X-CLIP's four similarities; its word and frame weight matrices fix the words and
+    frames a caption and a video have. drl: DRL's weighted token-wise interaction; its word and
+    frame weights come from MLPs of `weight_layers` linear layers (0: uniform weights, DRL's "ti").
+    """
+
+    type: str
+    words: int = 0
+    frames: int = 0
+    weight_layers: int = 0
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     embed_dim: int
@@ -77,12 +95,15 @@ class ModelConfig:
     activation: Activation = "quick_gelu"
     layer_norm_eps: float = 1e-5
     head: HeadConfig = dataclasses.field(default_factory=HeadConfig)
+    scorer: ScorerConfig | None = None
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
             raise VlrtError(f"unknown activation {self.activation!r}; expected one of {ACTIVATIONS}")
         if self.head.type not in HEAD_TYPES:
             raise VlrtError(f"unknown temporal head {self.head.type!r}; expected one of {HEAD_TYPES}")
+        if self.scorer is not None and self.scorer.type not in SCORER_TYPES:
+            raise VlrtError(f"unknown scorer {self.scorer.type!r}; expected one of {SCORER_TYPES}")
         for name, tower in (("vision", self.vision), ("text", self.text)):
             if tower.width % tower.heads:
                 raise VlrtError(f"{name} width {tower.width} is not divisible by {tower.heads} heads")
@@ -92,7 +113,10 @@ class ModelConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if out["scorer"] is None:  # dual encoders: configs and manifests as before scorers existed
+            del out["scorer"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
@@ -104,6 +128,7 @@ class ModelConfig:
                 activation=data.get("activation", "quick_gelu"),
                 layer_norm_eps=float(data.get("layer_norm_eps", 1e-5)),
                 head=HeadConfig(**data.get("head", {})),
+                scorer=ScorerConfig(**data["scorer"]) if data.get("scorer") else None,
             )
         except (KeyError, TypeError) as exc:
             raise VlrtError(f"malformed model config: {exc}") from None

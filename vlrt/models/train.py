@@ -11,6 +11,10 @@ the temporal head has to learn it. With `--twin-negatives` each moving clip's tw
 loss as extra wrong answers (not part of the shipped model's recipe). Evaluation uses the
 held-out test captions (never seen in training).
 
+`--family xclip` trains the multi-grained sibling instead: the same towers and head with X-CLIP's
+scorer (its eight matrices start at the identity), the loss taken on the scorer's scores. Its
+evaluation reports the scorer's figures and, beside them, the sentence-video dot product alone.
+
 Precision: bf16 autocast where the CPU computes bf16 natively (AVX512-BF16 or AMX), fp32
 elsewhere: emulated bf16 was 9x slower than fp32 on an AVX2-only CPU (13.7 against 1.45 s/step).
 """
@@ -31,7 +35,7 @@ import torch.nn.functional as F
 from vlrt.bench import synth
 from vlrt.bench.metrics import ranks, recall_report
 from vlrt.constants import CLIP_MEAN, CLIP_STD
-from vlrt.models import HeadConfig, ModelConfig, TextConfig, VideoTextModel, VisionConfig, random_init
+from vlrt.models import HeadConfig, ModelConfig, ScorerConfig, TextConfig, VideoTextModel, VisionConfig, random_init
 from vlrt.models.checkpoint import save_checkpoint
 from vlrt.runtime.sampling import segment_middle_indices
 from vlrt.runtime.tokenizer import ClipTokenizer
@@ -41,12 +45,13 @@ MEAN = torch.tensor(CLIP_MEAN).view(1, 1, 3, 1, 1)
 STD = torch.tensor(CLIP_STD).view(1, 1, 3, 1, 1)
 
 
-def model_config() -> ModelConfig:
+def model_config(family: str = "clip4clip") -> ModelConfig:
     return ModelConfig(
         embed_dim=128,
         vision=VisionConfig(image_size=SIZE, patch_size=16, width=128, layers=4, heads=2),
         text=TextConfig(context_length=77, vocab_size=49408, width=128, layers=3, heads=2),
         head=HeadConfig(type="seqTransf", layers=2, heads=2, max_positions=16),
+        scorer=ScorerConfig("xclip", words=WORDS, frames=FRAMES) if family == "xclip" else None,
     )
 
 
@@ -108,10 +113,24 @@ def twin_negatives(items: list[tuple[synth.Scene, int]], names: set[str]) -> lis
     return list(out)
 
 
+def scorer_scores(model: VideoTextModel, pixels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """(captions, clips) scores of a model with a scorer (X-CLIP), every clip's frames all real."""
+    video = model.video_outputs(pixels, torch.ones(pixels.shape[:2]))
+    text = model.text_outputs(ids)
+    return model.scorer(text["text_embeds"], text["token_embeds"], video["video_embeds"], video["frame_embeds"])
+
+
 def clip_loss(model: VideoTextModel, pixels: torch.Tensor, ids: torch.Tensor, captions: list[str],
               negatives: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE; `negatives` (K, L): token ids of extra captions that only the
-    video->text direction scores, as wrong answers for every clip."""
+    video->text direction scores, as wrong answers for every clip. A model with a scorer is
+    trained on its scores."""
+    if model.scorer is not None:
+        scale = model.clip.logit_scale.exp().clamp(max=100)
+        same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float32)
+        target = same / same.sum(1, keepdim=True)
+        t2v = scale * scorer_scores(model, pixels, ids)  # (B, B)
+        return (F.cross_entropy(t2v, target) + F.cross_entropy(t2v.T, target)) / 2
     mask = torch.ones(pixels.shape[:2])
     video, _ = model.encode_video(pixels, mask)  # (B, E)
     text, _ = model.encode_text(ids if negatives is None else torch.cat([ids, negatives]))  # (B + K, E)
@@ -138,11 +157,15 @@ def native_bf16() -> bool:
 
 
 def train(*, steps: int, batch: int, lr: float, seed: int, bf16: bool, log_every: int = 50,
-          use_twin_negatives: bool = False, speed_twins: float = 0.5) -> tuple[VideoTextModel, list[dict]]:
+          use_twin_negatives: bool = False, speed_twins: float = 0.5,
+          family: str = "clip4clip") -> tuple[VideoTextModel, list[dict]]:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = random_init(VideoTextModel(model_config()), seed=seed).train()
+    model = random_init(VideoTextModel(model_config(family)), seed=seed).train()
     with torch.no_grad():
+        if model.scorer is not None:  # X-CLIP starts its matrices at the identity
+            for p in model.scorer.parameters():
+                p.copy_(torch.eye(p.shape[0]))
         # Frame positions must be visible next to frame features (norm ~15 here) after the head's
         # LayerNorm, or the head cannot tell frame order, and direction of motion goes unlearned
         # (seen with CLIP4Clip's std 0.02: positions at ~3% of the features' norm, probe at chance).
@@ -190,21 +213,31 @@ def evaluate(model: VideoTextModel, *, frames: int = FRAMES, seed: int = 12345) 
     video = torch.cat([model.encode_video(pixels[i:i + 64], torch.ones(len(pixels[i:i + 64]), pixels.shape[1]))[0]
                        for i in range(0, len(pixels), 64)])
     captions = [s.caption for s in test]
-    text = model.encode_text(torch.from_numpy(tok(captions, context_length=WORDS)))[0]
-    scores = (text @ video.T).numpy()
+    ids = torch.from_numpy(tok(captions, context_length=WORDS))
+    text = model.encode_text(ids)[0]
+    single = (text @ video.T).numpy()
+    scores = single if model.scorer is None else scorer_scores(model, pixels, ids).numpy()
     report = recall_report(scores)
     moving = [i for i, s in enumerate(test) if s.motion != "still"]
     report["motion_t2v_R@1"] = round(100 * float((ranks(scores)[moving] == 1).mean()), 2)
     for name, twins in synth.probes([test[i] for i in moving]).items():
-        report[f"{name}_probe_acc"] = probe(model, [test[i].caption for i in moving], twins, video[moving], tok)
+        report[f"{name}_probe_acc"] = probe(model, [test[i].caption for i in moving], twins,
+                                            video[moving], pixels[moving], tok)
+    if model.scorer is not None:
+        report["single_vector"] = {k: v for k, v in recall_report(single).items() if k.startswith("t2v_R@")}
     report["clips"] = len(test)
     return report
 
 
-def probe(model, true: list[str], twins: list[str], video: torch.Tensor, tok) -> float:
+def probe(model, true: list[str], twins: list[str], video: torch.Tensor, pixels: torch.Tensor, tok) -> float:
     """% of clips scored higher with their caption than with its twin (chance: 50)."""
-    t = model.encode_text(torch.from_numpy(tok(true, context_length=WORDS)))[0]
-    f = model.encode_text(torch.from_numpy(tok(twins, context_length=WORDS)))[0]
+    true_ids, twin_ids = (torch.from_numpy(tok(c, context_length=WORDS)) for c in (true, twins))
+    if model.scorer is not None:
+        own = torch.cat([scorer_scores(model, pixels[i:i + 1], true_ids[i:i + 1]) for i in range(len(true))])
+        other = torch.cat([scorer_scores(model, pixels[i:i + 1], twin_ids[i:i + 1]) for i in range(len(true))])
+        return round(100 * float((own > other).float().mean()), 2)
+    t = model.encode_text(true_ids)[0]
+    f = model.encode_text(twin_ids)[0]
     return round(100 * float(((t * video).sum(1) > (f * video).sum(1)).float().mean()), 2)
 
 
@@ -233,26 +266,31 @@ def main() -> None:
                         "model's recipe; docs/default_model.md has what it gave)")
     p.add_argument("--speed-twins", type=float, default=0.5,
                    help="fraction of motion twins that differ in speed rather than direction (default 0.5)")
+    p.add_argument("--family", choices=["clip4clip", "xclip"], default="clip4clip",
+                   help="xclip: the multi-grained sibling (X-CLIP's scorer); default: the shipped default model")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto: bf16 autocast where the CPU has native bf16, else fp32")
-    p.add_argument("--out", default="vlrt/assets/default_model.pt.gz")
+    p.add_argument("--out", help="default: vlrt/assets/default_model.pt.gz, or xclip_model.pt.gz for --family xclip")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     bf16 = args.precision == "bf16" or (args.precision == "auto" and native_bf16())
     print(f"training in {'bf16 autocast' if bf16 else 'fp32'} on {args.threads} threads", flush=True)
     model, history = train(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, bf16=bf16,
-                           use_twin_negatives=args.twin_negatives, speed_twins=args.speed_twins)
+                           use_twin_negatives=args.twin_negatives, speed_twins=args.speed_twins, family=args.family)
     minutes = (time.perf_counter() - t0) / 60
     rows = used_token_rows(model)
-    report = {"temporal": evaluate(model), "single_frame_baseline": evaluate(model, frames=1)}
-    out = Path(args.out)
+    report = {"temporal": evaluate(model)}
+    if model.scorer is None:
+        report["single_frame_baseline"] = evaluate(model, frames=1)
+    out = Path(args.out or f"vlrt/assets/{'default' if args.family == 'clip4clip' else args.family}_model.pt.gz")
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(model, out, family="clip4clip", settings=SETTINGS, half=True)
+    save_checkpoint(model, out, family=args.family, settings=SETTINGS, half=True)
     recipe = {"command": f"python -m vlrt.models.train --steps {args.steps} --batch {args.batch} --lr {args.lr} "
                          f"--seed {args.seed} --threads {args.threads} --precision {args.precision}"
                          + (" --twin-negatives" if args.twin_negatives else "")
-                         + (f" --speed-twins {args.speed_twins}" if args.speed_twins != 0.5 else ""),
+                         + (f" --speed-twins {args.speed_twins}" if args.speed_twins != 0.5 else "")
+                         + (f" --family {args.family}" if args.family != "clip4clip" else ""),
               "precision": "bf16" if bf16 else "fp32", "cpu": torch.backends.cpu.get_cpu_capability(),
               "train_minutes": round(minutes, 2), "torch": torch.__version__, "token_rows_kept": rows,
               "config": model.config.to_dict(), "settings": SETTINGS, "eval": report, "history": history}

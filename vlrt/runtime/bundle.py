@@ -95,6 +95,11 @@ class Bundle:
             return entry["embedding"], entry.get("features")
         return SCHEMA_1_0_OUTPUTS[graph]
 
+    def output_names(self, graph: str) -> tuple[str, ...]:
+        """Every output of a graph, in the graph's order."""
+        entry = self.manifest["graphs"].get(graph) or {}
+        return tuple(entry.get("outputs") or (name for name in self.outputs(graph) if name))
+
     @property
     def embed_dim(self) -> int:
         return int(self.manifest["model"]["embed_dim"])

@@ -13,12 +13,13 @@ This needs the video graph in two parts, the per-frame tower (pixels -> projecte
 features [B, T, D]) and the head (features + mask -> video and frame embeddings), the same parts
 that packed frames use (`Runtime.load(..., pack=True)`, the default: the tower runs on the real
 frames of a batch only). They are cut from the engine's (or bundle's) video graph with the `onnx`
-package on first use and cached under $XDG_CACHE_HOME/vlrt/split/<sha256 of the graph>/, so a
-changed graph never reuses a stale split.
+package on first use and cached under $XDG_CACHE_HOME/vlrt/split/<sha256 of the graph>-<the kept
+outputs' hash>/, so a changed graph never reuses a stale split.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from pathlib import Path
 
@@ -62,7 +63,8 @@ def representatives(pixels: np.ndarray, mask: np.ndarray, threshold: float, std:
 def split_video_graph(path: Path, sha256: str, outputs: tuple[str, ...]) -> tuple[Path, Path]:
     """(tower, head) graphs cut from the video graph at the projected frame features; cached.
     `outputs`: the video graph's outputs the head part keeps (the manifest names them)."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vlrt" / "split" / sha256
+    kept = hashlib.sha256(",".join(outputs).encode()).hexdigest()[:12]
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vlrt" / "split" / f"{sha256}-{kept}"
     tower, head = base / "video_frames.onnx", base / "video_head.onnx"
     if tower.is_file() and head.is_file():
         return tower, head

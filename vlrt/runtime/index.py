@@ -4,7 +4,9 @@ Layout of an index directory:
     index.json                what made it: the bundle (path relative to the index, absolute path,
                               manifest hash), the engine (key, backend, precision, options), embed dim
     shards/NNNNNN.npy         (n, D) float32 L2-normalised video embeddings
-    shards/NNNNNN.frames.npy  (n, T, D) float16 per-frame embeddings, when kept
+    shards/NNNNNN.frames.npy  (n, T, D) float16 per-frame embeddings, when kept (always for a
+                              multi-grained model, with one more column per per-frame scalar its
+                              scorer takes: DRL's frame weights)
     shards/NNNNNN.jsonl       one JSON line per row: path, file size and mtime, frames used, and what
                               the decoder saw; and {"drop": path} lines, which remove that path's
                               rows in earlier shards
@@ -527,12 +529,13 @@ class Index:
         """Make an index directory for `bundle` (or reopen it to add more: the same bundle and
         encoding options, else VlrtError) and load the bundle with these options (see
         `Runtime.load`). `mode`: preprocessing, "exact" or "fast"; `keep_frames`: also store
-        per-frame embeddings; `ann`: the vector index searches use, "auto" (by size), "flat",
+        per-frame embeddings (always, for a multi-grained model's bundle); `ann`: the vector index searches use, "auto" (by size), "flat",
         "hnsw" or "ivfpq" (vlrt/runtime/ann.py; None: as recorded, else auto)."""
         from vlrt.runtime.runtime import Runtime
 
         rt = Runtime.load(bundle, backend=backend, precision=precision, engine=engine, token_merge=token_merge,
                           skip_similar=skip_similar, threads=threads)
+        keep_frames = keep_frames or rt.multi_vector  # the model's scorer reads them
         info = rt.engine_info
         encoder = {"engine": info["engine"], "skip_similar": skip_similar, "mode": mode, "keep_frames": keep_frames}
         writer = IndexWriter(path, bundle=bundle, manifest_sha256=sha256_file(Path(bundle) / MANIFEST),
@@ -626,16 +629,35 @@ class Index:
         The score is the cosine with the video embedding. With `frames=K` (an index that keeps
         per-frame embeddings) it is the mean cosine of the video's K best-matching frames
         (query-time frame selection, vlrt/runtime/scoring.py): over every video, or, with
-        `rerank=N`, over the N (at least k) best by video embedding (a two-stage search)."""
+        `rerank=N`, over the N (at least k) best by video embedding (a two-stage search).
+        An index of a multi-grained model (X-CLIP, DRL: a scorer graph) scores a text with the
+        model's own scorer, over every video or, with `rerank=N`, over the N best by video
+        embedding; a query embedding is scored by the dot product only."""
         if k < 1:
             raise VlrtError(f"k must be >= 1, got {k}")
-        if rerank is not None and (frames is None or rerank < 1):
-            raise VlrtError("rerank=N (N >= 1) rescores the first stage's N best by frame selection: give frames=K too")
         if isinstance(query, str) and not query.strip():
             raise VlrtError("the query is empty: give the text to search for")
-        vec = self.runtime().encode_text([query]) if isinstance(query, str) else np.asarray(query, np.float32)[None]
+        rt = self.runtime() if isinstance(query, str) else None
+        scorer = rt is not None and rt.multi_vector and frames is None
+        if rerank is not None and (rerank < 1 or (frames is None and not scorer)):
+            raise VlrtError("rerank=N (N >= 1) rescores the first stage's N best by frame selection (give frames=K "
+                            "too) or, for a multi-grained model's index and a text query, by the model's scorer")
+        if scorer:
+            text = rt.encode_text_outputs([query])
+            vec = text[rt.bundle.outputs("text")[0]]
+        else:
+            vec = rt.encode_text([query]) if rt is not None else np.asarray(query, np.float32)[None]
         vec = vec.astype(np.float32)
-        if frames is None:
+        if scorer and rerank is None:
+            exact = rt.score(text, self._video_features(rt))
+            ids = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+            scores = np.take_along_axis(exact, ids, axis=1)
+        elif scorer:
+            from vlrt.runtime.scoring import two_stage
+
+            rescore = lambda q, cand: rt.score(text, self._video_features(rt, cand))[0]  # noqa: E731
+            scores, ids = two_stage(vec, self.embeddings, rescore, k=k, depth=rerank, first=self._search)
+        elif frames is None:
             scores, ids = self._search(vec, min(k, len(self)))
         elif rerank is None:
             from vlrt.runtime.scoring import frame_scores
@@ -644,16 +666,29 @@ class Index:
             ids = np.argsort(-exact, axis=1, kind="stable")[:, :k]
             scores = np.take_along_axis(exact, ids, axis=1)
         else:
-            from vlrt.runtime.scoring import two_stage
+            from vlrt.runtime.scoring import frame_rescorer, two_stage
 
-            scores, ids = two_stage(vec, self.embeddings, self.frames, k=k, frames_k=frames, depth=rerank,
-                                    first=self._search)
+            scores, ids = two_stage(vec, self.embeddings, frame_rescorer(vec, self.frames, frames), k=k,
+                                    depth=rerank, first=self._search)
         return [(self.rows[i]["path"], float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+
+    def _video_features(self, rt, ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """What the model's scorer takes of the videos `ids` (all: None), by input name."""
+        record = self.frame_records if ids is None else self.frame_records[ids]
+        features = rt.split_frame_record(record)
+        features[rt.bundle.outputs("video")[0]] = self.embeddings if ids is None else self.embeddings[ids]
+        return features
 
     @property
     def frames(self) -> np.ndarray:
         """(n, T, D) float16 per-frame embeddings of the live rows (zero rows: padded frames), for
         an index that keeps them (`vlrt embed --keep-frames`); loaded on first use."""
+        return self.frame_records[..., :int(self.meta["embed_dim"])]
+
+    @property
+    def frame_records(self) -> np.ndarray:
+        """(n, T, D [+ scalars]) float16 per-frame records as stored: the per-frame embeddings, and
+        for a multi-grained model the per-frame scalars its scorer takes (`Runtime.frame_record_names`)."""
         if self._frames is None:
             if not kept_frames(self.root, self.meta):
                 raise VlrtError(f"{self.root}: this index keeps no per-frame embeddings, which frame selection "

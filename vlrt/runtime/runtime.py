@@ -43,6 +43,10 @@ class Runtime:
         self._runners = backend.runners(files, options, threads)
         tok = bundle.manifest["tokenizer"]
         self.tokenizer = ClipTokenizer(bundle.path(tok["file"]))
+        self.scorer = bundle.manifest.get("scorer")  # multi-vector families: the scorer graph's spec
+        self._threads = threads
+        self._scorer_runner = None
+        self._zero_frame: np.ndarray | None = None  # tower features of an all-zero image, where scored
 
     @classmethod
     def load(cls, path: str | Path, *, backend: BackendName | str | None = None, precision: Precision | None = None,
@@ -112,11 +116,58 @@ class Runtime:
 
     def encode_text(self, texts: str | Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Texts -> (N, D) float32 L2-normalised sentence embeddings."""
-        ids = self.tokenize(texts)  # (N, L)
         name = self.bundle.outputs("text")[0]
-        outs = [self._runners["text"].infer({"input_ids": ids[i:i + batch_size]})[name]
-                for i in range(0, len(ids), batch_size)]
-        return np.concatenate(outs) if outs else np.zeros((0, self.embed_dim), np.float32)
+        return self.encode_text_outputs(texts, batch_size=batch_size)[name]
+
+    def encode_text_outputs(self, texts: str | Sequence[str], *, batch_size: int = 64) -> dict[str, np.ndarray]:
+        """Texts -> every output of the text graph by name (sentence embeddings, per-token
+        features and, for a multi-vector family, what its scorer takes), first axis: texts."""
+        ids = self.tokenize(texts)  # (N, L)
+        if not len(ids):  # the graph's outputs, with no rows
+            return {k: v[:0] for k, v in self._runners["text"].infer({"input_ids": self.tokenize([""])}).items()}
+        outs = [self._runners["text"].infer({"input_ids": ids[i:i + batch_size]}) for i in range(0, len(ids), batch_size)]
+        return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+    @property
+    def multi_vector(self) -> bool:
+        """Whether the model scores with its own scorer graph over per-frame and per-word features."""
+        return self.scorer is not None
+
+    def frame_record_names(self) -> list[str]:
+        """What `encode_frames(return_frames=True)` returns per frame, in order: the per-frame
+        features, then (multi-vector families) every per-frame scalar the scorer takes (DRL's frame
+        weights) as one more column each. An index stores this record."""
+        embedding, features = self.bundle.outputs("video")
+        if not self.multi_vector:
+            return [features]
+        return [features, *(k for k, axes in self.scorer["video_inputs"].items() if len(axes) == 2 and k != embedding)]
+
+    def split_frame_record(self, record: np.ndarray) -> dict[str, np.ndarray]:
+        """A stored per-frame record (N, T, D [+ scalars]) -> {output name: array}."""
+        names, d = self.frame_record_names(), self.embed_dim
+        out = {names[0]: record[..., :d]}
+        out.update({name: record[..., d + i] for i, name in enumerate(names[1:])})
+        return out
+
+    def score(self, text: dict[str, np.ndarray], videos: dict[str, np.ndarray], *, chunk: int = 1024) -> np.ndarray:
+        """The model's own scores (multi-vector families): text graph outputs for Q captions x
+        video features for N videos (the scorer's video inputs by name) -> (Q, N) float32, the
+        model's evaluation logits without its logit scale. Runs the bundle's fp32 scorer graph."""
+        if not self.multi_vector:
+            raise VlrtError(f"{self.bundle.root}: this model scores by a dot product; it has no scorer graph")
+        if self._scorer_runner is None:
+            from vlrt.runtime.backends.ort import OrtRunner, SessionFromOnnx
+
+            self._scorer_runner = OrtRunner(SessionFromOnnx(self.bundle.path(self.scorer["file"]),
+                                                            threads=self._threads)).__enter__()
+        spec = self.scorer
+        feeds_q = {k: np.ascontiguousarray(text[k], np.float32) for k in spec["text_inputs"]}
+        n = len(next(iter(videos.values())))
+        out = np.empty((len(next(iter(feeds_q.values()))), n), np.float32)
+        for start in range(0, n, chunk):
+            feeds = {k: np.ascontiguousarray(videos[k][start:start + chunk], np.float32) for k in spec["video_inputs"]}
+            out[:, start:start + chunk] = self._scorer_runner.infer({**feeds_q, **feeds})[spec["output"]]
+        return out
 
     def encode_videos(self, paths: Sequence[str], *, batch_size: int = 8, workers: int = 2,
                       mode: Literal["exact", "fast"] = "exact") -> np.ndarray:
@@ -138,19 +189,24 @@ class Runtime:
                       batch_size: int = 8, return_frames: bool = False):
         """Preprocessed frames (N, T, 3, H, W) + optional (N, T) prefix mask -> (N, D) video embeddings.
 
-        With `return_frames=True` also the (N, T, D) per-frame embeddings (zero where masked).
+        With `return_frames=True` also the (N, T, D) per-frame embeddings (zero where masked, except
+        for a family whose scorer reads padded frames: X-CLIP), with one more column per per-frame
+        scalar the scorer takes (DRL's frame weights; see `frame_record_names`).
         """
         pixels, mask = self._check_frames(pixels, mask)
-        embedding, features = self.bundle.outputs("video")
+        embedding = self.bundle.outputs("video")[0]
+        names = self.frame_record_names()
         videos, frames = [], []
         infer = self._infer_packed if self.packed else self._runners["video"].infer
         for i in range(0, len(pixels), batch_size):
             out = infer({"pixels": pixels[i:i + batch_size], "frame_mask": mask[i:i + batch_size]})
             videos.append(out[embedding])
-            frames.append(out[features])
+            if return_frames:
+                frames.append(np.concatenate([out[names[0]], *(out[k][..., None] for k in names[1:])], axis=-1))
         video = np.concatenate(videos) if videos else np.zeros((0, self.embed_dim), np.float32)
         if return_frames:
-            return video, (np.concatenate(frames) if frames else np.zeros((0, pixels.shape[1], self.embed_dim), np.float32))
+            width = self.embed_dim + len(names) - 1
+            return video, (np.concatenate(frames) if frames else np.zeros((0, pixels.shape[1], width), np.float32))
         return video
 
     def _split(self, graphs: Bundle | Engine, backend: Backend, files: dict[str, Path], *,
@@ -161,7 +217,7 @@ class Runtime:
         try:
             if backend.split_video is None:
                 raise VlrtError(f"the {backend.name} backend runs whole-graph engines, which are not split")
-            tower, head, features = backend.split_video(path, _graph_sha256(graphs, path), self.bundle.outputs("video"))
+            tower, head, features = backend.split_video(path, _graph_sha256(graphs, path), self.bundle.output_names("video"))
         except VlrtError as exc:
             if required:
                 raise VlrtError(f"frame skipping: {exc}") from None
@@ -192,10 +248,19 @@ class Runtime:
         first = (np.arange(n) * t)[:, None]
         slot = np.searchsorted(unique, np.where(rep >= 0, rep, first))  # position of each representative
         features = encoded[slot.reshape(-1)]
+        if self.bundle.manifest.get("padded_frames") == "zero-image":
+            # the scorer reads padded slots: they hold an all-zero image's features, as unpacked
+            features.reshape(n, t, -1)[mask == 0] = self._zero_image_features(pixels.shape[2:])
         if self.skip_stats is not None:
             self.skip_stats.frames += int(mask.sum())
             self.skip_stats.encoded += len(unique)
         return self._runners["video_head"].infer({self._features: features.reshape(n, t, -1), "frame_mask": mask})
+
+    def _zero_image_features(self, shape: tuple[int, ...]) -> np.ndarray:
+        if self._zero_frame is None:
+            zeros = np.zeros((1, 1, *shape), np.float32)
+            self._zero_frame = self._runners["video_frames"].infer({"pixels": zeros})[self._features][0, 0]
+        return self._zero_frame
 
     def _check_frames(self, pixels: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
@@ -226,9 +291,10 @@ def _graph_sha256(graphs: Bundle | Engine, path: Path) -> str:
 def _check_supported(bundle: Bundle) -> None:
     """Refuse what this runtime cannot encode correctly, rather than encode it wrongly."""
     kind = bundle.manifest.get("embedding", "vector")
-    if kind != "vector":
-        raise VlrtError(f"{bundle.root}: its family ({bundle.manifest.get('family')}) embeds {kind!r}: per-frame and "
-                        "per-word features scored by a scorer, which this vlrt does not have")
+    if kind not in ("vector", "multi-vector") or (kind == "multi-vector" and "scorer" not in bundle.manifest):
+        what = f"{kind!r} without a scorer graph" if kind == "multi-vector" else repr(kind)
+        raise VlrtError(f"{bundle.root}: its family ({bundle.manifest.get('family')}) embeds {what}, "
+                        "which this vlrt cannot score")
     tokenizer = bundle.manifest["tokenizer"].get("type")
     if tokenizer != "clip-bpe":
         raise VlrtError(f"{bundle.root}: tokenizer {tokenizer!r}; this vlrt has the clip-bpe tokenizer only")

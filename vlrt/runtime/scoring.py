@@ -1,4 +1,5 @@
-"""Scoring a query against per-frame embeddings: query-time frame selection.
+"""Scoring beyond one dot product: query-time frame selection, and the two-stage search that
+multi-grained models (a scorer graph: `Runtime.score`) and frame selection share.
 
 A dual encoder's video embedding averages its frames. Frame selection scores a video instead by
 the mean cosine of its `k` frames that best match the query (k = 2 to 4 is typical): a short
@@ -7,10 +8,12 @@ only the order of frames shows (direction of motion) is lost where the temporal 
 have seen it.
 
 `frame_scores` scores every given video (exact); `two_stage` ranks by the video embedding first
-and rescores the top `depth` candidates with the frames, which is what `Index.search` does with
-`rerank`.
+and rescores the top `depth` candidates (with the frames, or with the model's scorer), which is
+what `Index.search` does with `rerank`.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -41,11 +44,12 @@ def frame_scores(queries: np.ndarray, frames: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def two_stage(queries: np.ndarray, videos: np.ndarray, frames: np.ndarray, *, k: int, frames_k: int,
-              depth: int, first=None) -> tuple[np.ndarray, np.ndarray]:
+def two_stage(queries: np.ndarray, videos: np.ndarray, rescore: Callable[[int, np.ndarray], np.ndarray], *,
+              k: int, depth: int, first=None) -> tuple[np.ndarray, np.ndarray]:
     """Top `k` of each query: the `depth` best by video embedding (at least k; `first(queries,
     depth)` -> (scores, ids), e.g. a FAISS search; by default exact dot products), rescored by
-    `frame_scores`. Returns (scores (Q, k'), ids (Q, k')), best first, k' = min(k, N)."""
+    `rescore(query row, candidate ids)` -> their scores. Returns (scores (Q, k'), ids (Q, k')),
+    best first, k' = min(k, N)."""
     depth = min(max(depth, k), len(videos))
     if first is None:
         sims = np.asarray(queries, np.float32) @ np.asarray(videos, np.float32).T
@@ -57,7 +61,12 @@ def two_stage(queries: np.ndarray, videos: np.ndarray, frames: np.ndarray, *, k:
     out_ids = np.full((len(queries), keep), -1, np.int64)
     for q, cand in enumerate(ids):
         cand = cand[cand >= 0]
-        scores = frame_scores(queries[q:q + 1], frames[cand], frames_k)[0]
+        scores = rescore(q, cand)
         order = np.lexsort((cand, -scores))[:keep]  # ties: the earlier video first, as the exact search
         out_scores[q, :len(order)], out_ids[q, :len(order)] = scores[order], cand[order]
     return out_scores, out_ids
+
+
+def frame_rescorer(queries: np.ndarray, frames: np.ndarray, k: int) -> Callable[[int, np.ndarray], np.ndarray]:
+    """`two_stage`'s rescoring by frame selection (`frame_scores` with k frames)."""
+    return lambda q, cand: frame_scores(queries[q:q + 1], frames[cand], k)[0]

@@ -196,18 +196,22 @@ class Service:
         vector, frames = done.result
         return vector, frames, clip
 
-    async def search(self, vector: np.ndarray, k: int, stages: dict[str, float], *, frames: int | None = None,
+    async def search(self, query: np.ndarray | str, k: int, stages: dict[str, float], *, frames: int | None = None,
                      rerank: int | None = None) -> list[dict[str, Any]]:
+        """A query vector, or a text for a multi-grained model (its scorer needs the text's own
+        features; the text is encoded on the search thread, not batched)."""
         if self.index is None:
             raise ApiError(409, "no_index", "this server has no index to search (start it with --index DIR)")
         t0 = time.perf_counter()
+        if not isinstance(query, str):
+            query = np.asarray(query, np.float32)
 
         def run() -> list[tuple[str, float]]:
             with self.search_lock:
                 if not len(self.index):
                     return []
                 try:
-                    return self.index.search(np.asarray(vector, np.float32), k=k, frames=frames, rerank=rerank)
+                    return self.index.search(query, k=k, frames=frames, rerank=rerank)
                 except VlrtError as exc:
                     raise ApiError(400, "bad_request", str(exc)) from None
         hits = await asyncio.to_thread(run)
@@ -456,7 +460,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         """JSON {"text": "..."} or {"vector": [...]} or {"path": "..."} (under the media root), with
         "k" (default 10); or a video's or image's bytes as the body with `?k=&name=`. Optional
         "frames": K scores by each video's K best-matching frames (an index with per-frame
-        embeddings), "rerank": N only over the N best by video embedding ->
+        embeddings), "rerank": N only over the N best by video embedding (for a multi-grained
+        model's index, a text is scored by the model's scorer, over every video or the N best) ->
         {"results": [{"rank", "path", "score"}], "engine"}."""
         stages = request.state.stages
         if request.headers.get("content-type", "").startswith("application/json"):
@@ -470,7 +475,10 @@ def create_app(config: ServeConfig) -> FastAPI:
                 text = body["text"]
                 if not isinstance(text, str) or not text.strip():
                     raise ApiError(400, "bad_request", '"text" must be a non-empty string')
-                vector = (await guarded(request, service.embed_texts([text], stages)))[0]
+                if service.runtime.multi_vector and service.index is not None:
+                    vector = text  # scored by the model's scorer, from the text's own features
+                else:
+                    vector = (await guarded(request, service.embed_texts([text], stages)))[0]
             elif given[0] == "vector":
                 vector = _vector(body["vector"], service)
             else:

@@ -7,7 +7,7 @@ ONNX graphs are cut by `vlrt.runtime.frameskip.split_video_graph`. OpenVINO IR i
 that takes its place. An IR graph has no vision-projection weight name left to find the cut by
 (NNCF's transformations rename constants), so `vlrt build` records the features tensor's name,
 which conversion keeps, in the IR's rt_info under `FEATURES_RT_INFO`. Both parts are cached
-under $XDG_CACHE_HOME/vlrt/split/<key>/, the key hashing the .xml's sha256 and the .bin's.
+under $XDG_CACHE_HOME/vlrt/split/<key>/, the key hashing the .xml's sha256, the .bin's and the kept outputs.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def _split_ir(path: Path, sha256: str, outputs: tuple[str, ...]) -> tuple[Path, 
     weights = path.with_suffix(".bin")
     if not weights.is_file():
         raise VlrtError(f"{path}: its weights {weights.name} are missing")
-    key = hashlib.sha256(f"{sha256}\n{sha256_file(weights)}\n".encode()).hexdigest()
+    key = hashlib.sha256(f"{sha256}\n{sha256_file(weights)}\n{','.join(outputs)}\n".encode()).hexdigest()
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vlrt" / "split" / key
     tower, head, name_file = base / "video_frames.xml", base / "video_head.xml", base / "features"
     if tower.is_file() and head.is_file() and name_file.is_file():
