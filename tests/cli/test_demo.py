@@ -54,9 +54,26 @@ def check_left_behind(root: Path, engine: dict) -> None:
     assert round(100 * float(np.mean(top1)), 2) == engine["quality"]["t2v_R@1"]
 
 
-def test_shipped_bundle_is_the_export_of_the_shipped_checkpoint(tmp_path):
-    shipped = Bundle.open(vlrt.assets.unpack_default_bundle(tmp_path / "shipped"))
-    fresh = Bundle.open(export_checkpoint(vlrt.assets.default_checkpoint(), tmp_path / "fresh").bundle)
+def test_reduced_xclip_demo_matches_recorded_figures(tmp_path):
+    """The multi-grained sibling: every caption scored against every clip by its scorer."""
+    res = subprocess.run([sys.executable, "-m", "vlrt", "demo", "--model", "xclip", "--videos", "40", "--json",
+                          "-o", str(tmp_path)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    q = out["quality"]
+    assert out["videos"] == 40 and out["validation_min_cosine"] >= 0.99999 and "single_frame_baseline" not in out
+    assert q["t2v_R@1"] >= 10 * 100 / 40 and out["default_engine"] is None
+    assert out["matches_recorded"] is True, q
+    index = vlrt.Index.open(tmp_path / "index")  # searched with the scorer, as the demo scored
+    rows = [line.split("\t") for line in (tmp_path / "captions.tsv").read_text().splitlines()[1:]]
+    top1 = [Path(index.search(caption, k=1)[0][0]).name == name for name, caption, _ in rows]
+    assert round(100 * float(np.mean(top1)), 2) == q["t2v_R@1"]
+
+
+@pytest.mark.parametrize("model", ["default", "xclip"])
+def test_shipped_bundle_is_the_export_of_the_shipped_checkpoint(tmp_path, model):
+    shipped = Bundle.open(vlrt.assets.unpack_default_bundle(tmp_path / "shipped", model))
+    fresh = Bundle.open(export_checkpoint(vlrt.assets.default_checkpoint(model), tmp_path / "fresh").bundle)
     volatile = ("created", "versions", "files", "source", "validation")
     assert {k: v for k, v in shipped.manifest.items() if k not in volatile} == \
            {k: v for k, v in fresh.manifest.items() if k not in volatile}
@@ -67,6 +84,14 @@ def test_shipped_bundle_is_the_export_of_the_shipped_checkpoint(tmp_path):
                 got, want = a.infer(feeds[graph]), b.infer(feeds[graph])
             for name, value in want.items():
                 np.testing.assert_allclose(got[name], value, atol=1e-5)
+    if "scorer" in fresh.manifest:  # the sibling's scorer graph scores alike too
+        spec, rng = fresh.manifest["scorer"], np.random.default_rng(0)
+        sizes = {"queries": 2, "videos": 3, "words": fresh.max_words, "frames": fresh.max_frames}
+        feeds = {k: rng.standard_normal([sizes.get(d, d) for d in axes]).astype(np.float32)
+                 for k, axes in {**spec["text_inputs"], **spec["video_inputs"]}.items()}
+        with OrtRunner(SessionFromOnnx(shipped.path(spec["file"]))) as a, \
+             OrtRunner(SessionFromOnnx(fresh.path(spec["file"]))) as b:
+            np.testing.assert_allclose(a.infer(feeds)["scores"], b.infer(feeds)["scores"], atol=1e-5)
 
 
 def test_damaged_shipped_bundle_is_refused(tmp_path, monkeypatch):
@@ -82,7 +107,7 @@ def test_damaged_shipped_bundle_is_refused(tmp_path, monkeypatch):
 
 def test_figures_that_differ_from_the_record_fail_the_demo(tmp_path, monkeypatch, capsys):
     recorded = {"t2v_R@1": 0.0}
-    monkeypatch.setattr(vlrt.assets, "recorded_figures", lambda n: recorded)
+    monkeypatch.setattr(vlrt.assets, "recorded_figures", lambda n, model="default": recorded)
     assert main(["demo", "--videos", "4", "-o", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "fp32 figures differ from those recorded" in err and "(recorded 0.0)" in err

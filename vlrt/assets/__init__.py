@@ -1,12 +1,16 @@
-"""The embedded default model, shipped in two forms, and the figures recorded when it was shipped.
+"""The embedded models, each shipped in two forms, and the figures recorded when they were shipped.
 
-    default_model.pt.gz       the trained checkpoint (vlrt checkpoint format), for `vlrt export`
-                              and `vlrt demo --from-checkpoint` (needs torch)
+    default_model.pt.gz       the default model's trained checkpoint (vlrt checkpoint format), for
+                              `vlrt export` and `vlrt demo --from-checkpoint` (needs torch)
     default_model.pt.json     how it was trained (command, settings, minutes, CPU)
     default_bundle.tar.gz     the same model exported by `vlrt export` (ONNX graphs + manifest):
                               what `vlrt demo` runs, with no torch
     default_bundle.sha256     the archive's sha256, checked before it is unpacked
+    xclip_model.pt.gz, xclip_model.pt.json, xclip_bundle.tar.gz, xclip_bundle.sha256
+                              the same for its multi-grained sibling (X-CLIP's scorer;
+                              `vlrt demo --model xclip`)
     demo_figures.json         the demo's fp32 figures per gallery size, recorded at shipping time
+                              (the sibling's under "xclip")
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ CHECKPOINT = "default_model.pt.gz"
 BUNDLE_ARCHIVE = "default_bundle.tar.gz"
 BUNDLE_SHA256 = "default_bundle.sha256"
 RECORDED = "demo_figures.json"
+MODELS = ("default", "xclip")  # the embedded models: "<name>_model.pt.gz", "<name>_bundle.tar.gz"
 
 
 def _asset(name: str) -> Path:
@@ -32,22 +37,39 @@ def _asset(name: str) -> Path:
     return path
 
 
-def default_checkpoint() -> Path:
-    return _asset(CHECKPOINT)
+def _model(name: str) -> str:
+    if name not in MODELS:
+        raise VlrtError(f"unknown embedded model {name!r}; there are {', '.join(MODELS)}")
+    return name
 
 
-def recorded_figures(videos: int) -> dict[str, float] | None:
+def default_checkpoint(model: str = "default") -> Path:
+    """The shipped checkpoint of an embedded model ("default", or "xclip": its multi-grained sibling)."""
+    return _asset(CHECKPOINT if _model(model) == "default" else f"{model}_model.pt.gz")
+
+
+def recorded_figures(videos: int, model: str = "default") -> dict[str, float] | None:
     """The fp32 figures recorded for a gallery of this many clips (None: none recorded)."""
-    return json.loads(_asset(RECORDED).read_text()).get(str(videos))
+    data = json.loads(_asset(RECORDED).read_text())
+    return (data if _model(model) == "default" else data.get(model, {})).get(str(videos))
 
 
-def unpack_default_bundle(dest: Path) -> Path:
-    """Unpack the shipped bundle into `dest` (replaced if it holds an older copy) and return it.
-    The archive's sha256 is checked first, and Bundle.open checks every file's after."""
+def bundle_archive(model: str = "default") -> Path:
+    return _asset(BUNDLE_ARCHIVE if _model(model) == "default" else f"{model}_bundle.tar.gz")
+
+
+def sha256_name(archive: Path) -> str:
+    """The file beside an archive holding its sha256: X_bundle.tar.gz -> X_bundle.sha256."""
+    return archive.name.removesuffix(".tar.gz") + ".sha256"
+
+
+def unpack_default_bundle(dest: Path, model: str = "default") -> Path:
+    """Unpack an embedded model's shipped bundle into `dest` (replaced if it holds an older copy)
+    and return it. The archive's sha256 is checked first, and Bundle.open checks every file's after."""
     from vlrt.runtime.bundle import Bundle
 
-    archive = _asset(BUNDLE_ARCHIVE)
-    want = _asset(BUNDLE_SHA256).read_text().split()[0]
+    archive = bundle_archive(model)
+    want = _asset(sha256_name(archive)).read_text().split()[0]
     got = hashlib.sha256(archive.read_bytes()).hexdigest()
     if got != want:
         raise VlrtError(f"{archive}: sha256 {got[:16]}... is not the recorded {want[:16]}...; the installation "
@@ -78,5 +100,5 @@ def write_bundle_archive(bundle: Path, archive: Path) -> dict[str, Any]:
             with open(bundle / name, "rb") as fh:
                 tar.addfile(info, fh)
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    archive.with_name(BUNDLE_SHA256).write_text(f"{digest}  {archive.name}\n")
+    archive.with_name(sha256_name(archive)).write_text(f"{digest}  {archive.name}\n")
     return {"files": names, "bytes": archive.stat().st_size, "sha256": digest}

@@ -33,9 +33,11 @@ def write_gallery(folder: Path, limit: int | None, split: str = "test") -> tuple
     return paths, [scene for scene, _ in items]
 
 
-def embed(rt, paths: list[str], *, progress: Callable[[], None] | None = None, single_frame: list | None = None):
+def embed(rt, paths: list[str], *, progress: Callable[[], None] | None = None, single_frame: list | None = None,
+          records: list | None = None):
     """(N, D) video embeddings. With `single_frame` (a list), also the embedding of each clip's
-    middle sampled frame alone, appended to it in input order (the single-frame baseline)."""
+    middle sampled frame alone, appended to it in input order (the single-frame baseline); with
+    `records` (a list), each clip's per-frame record (`Runtime.frame_record_names`)."""
     import numpy as np
 
     from vlrt.runtime.pipeline import ClipLoader, encode_stream
@@ -52,26 +54,37 @@ def embed(rt, paths: list[str], *, progress: Callable[[], None] | None = None, s
         if result.error:
             raise VlrtError(result.error)
         out.append(result.embedding)
+        if records is not None:
+            records.append(result.frames)
         if progress is not None:
             progress()
     return np.stack(out)
 
 
-def quality_of(rt, videos, scenes: list[Any]) -> tuple[dict[str, float], Any]:
-    """Recall figures, R@1 on captions with motion, and the direction and speed probes."""
+def quality_of(rt, videos, scenes: list[Any], records=None) -> tuple[dict[str, float], Any]:
+    """Recall figures, R@1 on captions with motion, and the direction and speed probes. A
+    multi-grained model (`rt.multi_vector`) is scored by its scorer, which reads the clips'
+    per-frame `records` too."""
+    import numpy as np
+
     from vlrt.bench import synth
     from vlrt.bench.metrics import ranks, recall_report
 
-    text = rt.encode_text([s.caption for s in scenes])  # (captions, D)
-    scores = text @ videos.T  # (captions, videos)
+    captions = [s.caption for s in scenes]
+    if rt.multi_vector:
+        clips = {rt.bundle.outputs("video")[0]: videos, **rt.split_frame_record(np.asarray(records))}
+        score = lambda texts, rows: rt.score(rt.encode_text_outputs(texts), {k: v[rows] for k, v in clips.items()})  # noqa: E731
+    else:
+        score = lambda texts, rows: rt.encode_text(texts) @ videos[rows].T  # noqa: E731
+    scores = score(captions, np.arange(len(videos)))  # (captions, videos)
     quality = recall_report(scores)
     moving = [i for i, s in enumerate(scenes) if s.motion != "still"]
     quality["motion_t2v_R@1"] = round(100 * float((ranks(scores)[moving] == 1).mean()), 2)
     if moving:
-        own = (text[moving] * videos[moving]).sum(1)  # (M,)
+        own = scores[moving, moving]  # (M,)
         for name, twins in synth.probes([scenes[i] for i in moving]).items():
             # % of moving clips closer to their own caption than to its twin (chance: 50).
-            twin = (rt.encode_text(twins) * videos[moving]).sum(1)
+            twin = np.diagonal(score(twins, np.array(moving)))
             quality[f"{name}_probe_acc"] = round(100 * float((own > twin).mean()), 2)
     return quality, scores
 
@@ -81,10 +94,11 @@ def figures(rt, paths: list[str], scenes: list[Any], *, progress: Callable[[], N
     import numpy as np
 
     single: list | None = [] if baseline else None
+    records: list | None = [] if rt.multi_vector else None
     t0 = time.perf_counter()
-    videos = embed(rt, paths, progress=progress, single_frame=single)
+    videos = embed(rt, paths, progress=progress, single_frame=single, records=records)
     seconds = time.perf_counter() - t0
-    quality, scores = quality_of(rt, videos, scenes)
+    quality, scores = quality_of(rt, videos, scenes, records)
     out = {"videos": len(paths), "quality": quality, "videos_per_s": round(len(paths) / seconds, 2),
            "scores": scores, "embeddings": videos}
     if single is not None:

@@ -1,6 +1,7 @@
 """Export the embedded default checkpoint and pack it as the bundle vlrt ships (needs torch).
 
-    python -m vlrt.models.ship      # -> vlrt/assets/default_bundle.tar.gz and .sha256
+    python -m vlrt.models.ship                 # -> vlrt/assets/default_bundle.tar.gz and .sha256
+    python -m vlrt.models.ship --model xclip   # the multi-grained sibling -> xclip_bundle.tar.gz
 
 Run it after training a new default model, and after any change to what `vlrt export` writes:
 `tests/cli/test_demo.py` checks that the shipped bundle equals a fresh export of the checkpoint.
@@ -12,17 +13,19 @@ import os
 import tempfile
 from pathlib import Path
 
-from vlrt.assets import BUNDLE_ARCHIVE, default_checkpoint, write_bundle_archive
+from vlrt.assets import MODELS, default_checkpoint, write_bundle_archive
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(default_checkpoint().with_name(BUNDLE_ARCHIVE)), help="archive to write")
+    p.add_argument("--model", choices=MODELS, default="default", help="which embedded model (default: default)")
+    p.add_argument("--out", help="archive to write (default: the model's archive in vlrt/assets)")
     args = p.parse_args()
     from vlrt.export import export_checkpoint
 
-    out = Path(args.out).resolve()
-    checkpoint = default_checkpoint()
+    checkpoint = default_checkpoint(args.model)
+    name = "default_bundle.tar.gz" if args.model == "default" else f"{args.model}_bundle.tar.gz"
+    out = Path(args.out or checkpoint.with_name(name)).resolve()
     here = os.getcwd()
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(checkpoint.parent)  # the manifest records the checkpoint by its name, not this machine's path
