@@ -3,6 +3,8 @@ reference model (packed and unpacked, zero-padded frames as the models' loaders 
 fixed word and frame counts, and search through an index."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -123,3 +125,24 @@ def test_index_search_uses_the_scorer(models, tmp_path, family):
     assert len(shallow) == 2 and set(shallow) <= set(first)
     assert index.frames.shape == (5, rt.bundle.max_frames, rt.embed_dim)  # frame selection reads embeddings only
     assert len(index.search(TEXTS[0], k=3, frames=2)) == 3
+
+
+def test_auto_gates_a_multi_grained_model_on_its_scorers_recall(models, tmp_path):
+    from vlrt.bench.metrics import recall_report
+    from vlrt.build.auto import build_auto
+    from vlrt.runtime.pipeline import ClipLoader, stack_clips
+
+    root, _ = models
+    bundle = shutil.copytree(root / "drl", tmp_path / "drl")
+    videos = []
+    for i in range(3):
+        videos.append(str(tmp_path / f"v{i}.mp4"))
+        write_video(tmp_path / f"v{i}.mp4", frames=12 + 12 * i, width=64 + 16 * i)
+    captions = ["a red circle", "a blue square", "two green stars"]
+    entry = build_auto(bundle, gallery=(videos, captions), rounds=1, only=["ort-cpu"], threads=1)
+    fp32 = next(c for c in entry["candidates"] if c["name"] == "ort-cpu fp32")
+    rt = Runtime.load(bundle, backend="ort-cpu")
+    pixels, mask = stack_clips([ClipLoader(rt.bundle.manifest)(v) for v in videos])
+    video, record = rt.encode_frames(pixels, mask, return_frames=True)
+    want = recall_report(rt.score(rt.encode_text_outputs(captions), {"video_embeds": video, **rt.split_frame_record(record)}))
+    assert fp32["recall"] == {k: want[k] for k in ("t2v_R@1", "v2t_R@1")}

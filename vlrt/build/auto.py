@@ -9,7 +9,7 @@ on the validation feeds), then all are timed on the same frames, interleaved rou
 (each round times every candidate once; the median round counts), through `Runtime` itself, so
 what is timed is what will run (packed frames included). With a labelled gallery, a candidate
 whose text->video or video->text Recall@1 falls more than 0.5 point below fp32 on ONNX Runtime
-is refused too.
+is refused too (a multi-grained model's Recall@1 is its scorer's, over its per-frame records).
 
 The record, every candidate's figures included, goes to BUNDLE/engines/auto.json, one entry
 per machine (CPU model and ISA flags); `Runtime.load(bundle)` with no backend, precision or
@@ -221,11 +221,18 @@ def _recall_gate(bundle: Bundle, cands: list[Candidate], runtimes: dict[str, Any
     loader = ClipLoader(bundle.manifest)
     pixels, mask = stack_clips([loader(p) for p in paths])
 
+    def scores(rt, size: int) -> np.ndarray:
+        """(captions, videos) scores: dot products, or a multi-grained model's scorer."""
+        if not rt.multi_vector:
+            return rt.encode_text(captions) @ rt.encode_frames(pixels, mask, batch_size=size).T
+        video, record = rt.encode_frames(pixels, mask, batch_size=size, return_frames=True)
+        return rt.score(rt.encode_text_outputs(captions),
+                        {rt.bundle.outputs("video")[0]: video, **rt.split_frame_record(record)})
+
     def recall(rt) -> dict[str, float]:
         """The worst Recall@1 over GATE_BATCH_SIZES: dynamic int8 scales activations per batch, so
         the same video embeds slightly differently in another batch, enough to flip a near tie."""
-        text = rt.encode_text(captions)
-        reports = [recall_report(text @ rt.encode_frames(pixels, mask, batch_size=size).T) for size in GATE_BATCH_SIZES]
+        reports = [recall_report(scores(rt, size)) for size in GATE_BATCH_SIZES]
         return {k: min(r[k] for r in reports) for k in ("t2v_R@1", "v2t_R@1")}
 
     want = recall(reference)

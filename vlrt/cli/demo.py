@@ -20,9 +20,9 @@ demo exits 1 when they differ.
 
 --model xclip runs the embedded model's multi-grained sibling instead: the same towers and head
 with X-CLIP's scorer, trained the same way; every caption is scored against every clip by the
-scorer (per-word and per-frame features). It runs its fp32 bundle (`vlrt build --auto` gates
-candidates on dot-product recall, which does not apply to it), without the single-frame baseline
-(its scorer takes exactly 8 frame slots).
+scorer (per-word and per-frame features). It runs its fp32 bundle only (no engine is chosen;
+`vlrt build --auto` on its bundle gates candidates on the scorer's Recall@1), without the
+single-frame baseline (its scorer takes exactly 8 frame slots).
 
 With -o DIR it leaves, to explore:
   DIR/videos/        the test clips (H.264 MP4)
@@ -218,7 +218,7 @@ def _print(out: dict[str, Any], scenes, scores) -> None:
     if e is None:
         print("default engine: none built; the index holds the fp32 bundle's embeddings")
         if not b:
-            print("  (a multi-grained model runs its fp32 bundle: `vlrt build --auto` gates on dot-product recall)")
+            print("  (the multi-grained demo runs the fp32 bundle only)")
     else:
         tried = ", ".join(f"{c['name']} {c['frames_per_s']:.0f}" for c in e["candidates"] if "frames_per_s" in c)
         print(f"default engine, the fastest candidate here that holds the gates (frames/s: {tried}):")
