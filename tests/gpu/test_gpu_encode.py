@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import vlrt.assets
 from vlrt import Runtime
 from vlrt.errors import VlrtError
 from vlrt.export import export_checkpoint, load_checkpoint
@@ -69,6 +70,8 @@ def test_bad_inputs_are_refused(tiny):
         GpuEncoder.from_checkpoint(tiny[0], device="cpu")
     with pytest.raises(VlrtError, match="unknown precision 'int4'"):
         GpuEncoder.from_checkpoint(tiny[0], device="cpu", precision="int4")
+    with pytest.raises(VlrtError, match="xclip model scores with its scorer.*vlrt.Runtime"):
+        GpuEncoder.from_checkpoint(vlrt.assets.default_checkpoint("xclip"), device="cpu", precision="fp32")
 
 
 @pytest.mark.parametrize("where", ["float32", "float64"])

@@ -43,6 +43,9 @@ class GpuEncoder:
         self.device = resolve_device(device)
         if precision == "fp16" and self.device.type == "cpu":
             raise VlrtError("fp16 autocast is for CUDA devices; on the CPU use precision 'fp32' (or 'bf16')")
+        if getattr(model, "scorer", None) is not None:
+            raise VlrtError(f"a {model.config.scorer.type} model scores with its scorer over per-frame records, which "
+                            "the GPU path does not produce; encode it with vlrt.Runtime (its bundle)")
         self.precision = precision
         self.model = model.to(self.device).eval()
         # High priority: never the same stream as a decoding thread's (those have the default
