@@ -529,8 +529,9 @@ class Index:
         """Make an index directory for `bundle` (or reopen it to add more: the same bundle and
         encoding options, else VlrtError) and load the bundle with these options (see
         `Runtime.load`). `mode`: preprocessing, "exact" or "fast"; `keep_frames`: also store
-        per-frame embeddings (always, for a multi-grained model's bundle); `ann`: the vector index searches use, "auto" (by size), "flat",
-        "hnsw" or "ivfpq" (vlrt/runtime/ann.py; None: as recorded, else auto)."""
+        per-frame embeddings (always, for a multi-grained model's bundle); `ann`: the vector
+        index searches use, "auto" (by size), "flat", "hnsw" or "ivfpq" (vlrt/runtime/ann.py;
+        None: as recorded, else auto)."""
         from vlrt.runtime.runtime import Runtime
 
         rt = Runtime.load(bundle, backend=backend, precision=precision, engine=engine, token_merge=token_merge,
