@@ -7,10 +7,22 @@ videos) or a file that cannot be decoded is reported, by the name given, with th
 rest are embedded. Re-running continues where an interrupted run stopped; a file whose size or
 mtime changed is embedded again, rows of deleted files are dropped (--prune: only that), and
 errors.jsonl keeps one line per file still failing.
+
+--ray [ADDRESS] runs the same embedding on a Ray cluster (Ray Data; `pip install vlrt[ray]`):
+decode tasks on every CPU, --ray-actors encoder actors (one engine each; one GPU each where the
+engine runs on CUDA and the cluster has GPUs), one Parquet part per encoder batch under
+OUTPUT/ray/, merged by this process into the same shards and rows as without --ray. Without
+ADDRESS (or with "local") a local cluster sized to this machine is started and stopped; with
+--ray=ADDRESS (e.g. ray://head:10001, or auto on a cluster node) the cluster there is used, and
+OUTPUT, the bundle and the videos must be at the same paths on every node. A dead encoder actor
+is restarted and its batch retried, with no row lost or added twice; a run whose driver died is
+resumed from the parts it left. --ray does not take --skip-similar or --workers (Ray schedules
+decoding), nor --prune.
 """
 from __future__ import annotations
 
 import argparse
+import os
 
 from vlrt.cli.common import Stages, add_backend, add_json, fail, print_json, subcommand
 from vlrt.errors import VlrtError
@@ -23,7 +35,7 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="index directory (created, or resumed)")
     add_backend(p)
     p.add_argument("--batch-size", type=int, default=8, help="videos per encoder batch (default 8)")
-    p.add_argument("--workers", type=int, default=2, help="videos decoded in parallel (default 2)")
+    p.add_argument("--workers", type=int, help="videos decoded in parallel (default 2; not with --ray)")
     p.add_argument("--mode", choices=["exact", "fast"], default="exact",
                    help="preprocessing: exact (CLIP's PIL pipeline) or fast (resize inside FFmpeg)")
     p.add_argument("--keep-frames", action="store_true", help="also store per-frame embeddings")
@@ -42,12 +54,39 @@ def register(sub) -> None:
     p.add_argument("--prune", action="store_true",
                    help="embed nothing: drop the rows of files that no longer exist and rewrite the shards "
                         "without dead rows")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="embed on a Ray cluster: a local one sized to this machine (no ADDRESS, or 'local'), or "
+                        "the cluster at ADDRESS")
+    p.add_argument("--ray-actors", type=int, metavar="N",
+                   help="encoder actors with --ray (default 1), each holding one engine")
     add_json(p)
     p.set_defaults(func=run)
 
 
+def _check_ray_options(args: argparse.Namespace) -> None:
+    if args.ray is None:
+        if args.ray_actors is not None:
+            raise VlrtError("--ray-actors sets the encoder actors of a Ray run; add --ray")
+        return
+    refused = [flag for flag, given in (("--prune", args.prune), ("--skip-similar", args.skip_similar is not None),
+                                        ("--workers", args.workers is not None)) if given]
+    if refused:
+        raise VlrtError(f"--ray does not take {', '.join(refused)}: frame skipping runs without --ray only, Ray "
+                        "schedules the decoding itself, and --prune embeds nothing")
+    if args.ray != "local" and os.path.exists(args.ray):
+        raise VlrtError(f"--ray {args.ray}: that is a path, not a cluster address; put --ray after the paths, "
+                        "or write --ray=ADDRESS")
+    if args.ray_actors is not None and args.ray_actors < 1:
+        raise VlrtError(f"--ray-actors must be >= 1, got {args.ray_actors}")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise VlrtError("--ray needs Ray Data: pip install 'vlrt[ray]'") from None
+
+
 def run(args: argparse.Namespace) -> int:
     stages = Stages()
+    _check_ray_options(args)
     if args.prune:
         return _prune(args, stages)
     if not args.paths:
@@ -60,8 +99,15 @@ def run(args: argparse.Namespace) -> int:
                       mode=args.mode, keep_frames=args.keep_frames, ann=args.ann) as index:
         line = index.runtime().engine_line()
         stages(f"encoding with {line}; finding files ...")
-        summary = index.add(args.paths, batch_size=args.batch_size, workers=args.workers,
-                            shard_size=args.shard_size, progress=_Reporter(quiet=args.json))
+        if args.ray is not None:
+            from vlrt.runtime.ray_embed import embed_on_ray
+
+            summary = embed_on_ray(index, args.paths, address=args.ray, actors=args.ray_actors or 1,
+                                   batch_size=args.batch_size, shard_size=args.shard_size,
+                                   progress=_Reporter(quiet=args.json))
+        else:
+            summary = index.add(args.paths, batch_size=args.batch_size, workers=args.workers or 2,
+                                shard_size=args.shard_size, progress=_Reporter(quiet=args.json))
     out = summary.as_dict()
     if summary.failed and not summary.embedded and not summary.already_indexed:
         message = f"every one of {len(summary.failed)} files failed; first: {summary.failed[0]['error']}"
@@ -74,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
           f"{summary.already_indexed} already indexed, {summary.dropped} deleted files dropped, "
           f"{len(summary.failed)} failed; {summary.total_in_index} in the index")
     print(f"  encoded with {line}")
+    if args.ray is not None:
+        print(f"  on Ray: {summary.actors} encoder actors; {summary.encoded} files sent to the cluster, "
+              f"{summary.from_parts} merged from an interrupted run's parts")
     if summary.frames is not None:
         f = summary.frames
         print(f"  frames: {f['sampled']} sampled, {f['encoded']} encoded "
