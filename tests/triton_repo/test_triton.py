@@ -395,8 +395,33 @@ def test_refusals(bundle, engine_bundle, repo, tmp_path):
     shutil.copytree(bundle, multi)
     manifest = json.loads((multi / "vlrt.json").read_text())
     (multi / "vlrt.json").write_text(json.dumps({**manifest, "family": "xclip", "embedding": "multi-vector"}))
-    with pytest.raises(VlrtError, match=r"embeds 'multi-vector' features scored by a scorer graph"):
+    with pytest.raises(VlrtError, match=r"embeds 'multi-vector' features without a scorer graph"):
         write_repository(multi, tmp_path / "c")
+
+
+def test_a_multi_grained_bundle_gets_its_scorer(tmp_path):
+    """The embedded X-CLIP-style sibling: a seventh model, its fp32 scorer graph, unbatched by Triton."""
+    import vlrt.assets
+
+    bundle = vlrt.assets.unpack_default_bundle(tmp_path / "xclip", "xclip")
+    summary = write_repository(bundle, tmp_path / "repo")
+    repo = tmp_path / "repo"
+    assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == sorted([*MODELS, "scorer"])
+    assert summary["models"]["scorer"] == {"platform": "onnxruntime_onnx", "max_batch_size": 0}
+    spec = json.loads((bundle / "vlrt.json").read_text())["scorer"]
+    assert (repo / "scorer" / "1" / "model.onnx").read_bytes() == (bundle / spec["file"]).read_bytes()
+    text = (repo / "scorer" / "config.pbtxt").read_text()
+    names = [*spec["text_inputs"], *spec["video_inputs"]]
+    assert re.findall(r'name: "(\w+)"', text) == ["scorer", *names, spec["output"]]
+    assert "`scorer`" in (repo / "README.md").read_text()
+    if _importable("onnx"):
+        inputs, outputs = _onnx_io(repo / "scorer" / "1" / "model.onnx")
+        assert list(inputs) == names and list(outputs) == [spec["output"]]
+    if _importable("tritonclient.grpc.model_config_pb2") and _importable("onnx"):
+        config = _parse(repo / "scorer" / "config.pbtxt")
+        for declared, actual in ((config.input, inputs), (config.output, outputs)):
+            for t in declared:
+                assert _compatible(actual[t.name][1], list(t.dims)), (t.name, list(t.dims), actual[t.name][1])
 
 
 def _cli(*argv: str) -> tuple[int, str]:

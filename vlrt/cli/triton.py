@@ -1,6 +1,7 @@
 """Write a model repository for NVIDIA Triton Inference Server from a bundle.
 
-REPO gets six models, each a folder with config.pbtxt and a version folder 1/:
+REPO gets six models (seven for an X-CLIP or DRL bundle), each a folder with config.pbtxt and a
+version folder 1/:
 
   text_encoder, video_encoder   the bundle's fp32 ONNX graphs (onnxruntime backend), or with
                                 --engine KEY a built engine's: an onnxruntime engine's ONNX graphs,
@@ -10,6 +11,8 @@ REPO gets six models, each a folder with config.pbtxt and a version folder 1/:
                                 sampled and preprocessed as vlrt's runtime does
   text_ensemble, video_ensemble tokenizer -> text_encoder and video_preprocess -> video_encoder:
                                 text or a video file in, embeddings out
+  scorer                        an X-CLIP or DRL bundle's scorer graph (onnxruntime backend):
+                                caption features x video features -> scores
 
 Tensor names, types and shapes come from the bundle's manifest (a TensorRT engine's from its
 recorded profile). The encoders batch dynamically up to --max-batch (default: 64 texts, 8

@@ -7,6 +7,9 @@
                        sampling rule and preprocessing
     text_ensemble      tokenizer -> text_encoder: text in, embeddings out
     video_ensemble     video_preprocess -> video_encoder: a file in, embeddings (and frame_mask) out
+    scorer             a multi-grained bundle's (X-CLIP, DRL) scorer graph: caption features x
+                       video features -> scores, on the onnxruntime backend (max_batch_size 0:
+                       its captions and videos are two independent batch axes)
 
 The encoders are the bundle's fp32 ONNX graphs (`platform: "onnxruntime_onnx"`), or a built
 engine's graphs: an onnxruntime engine's ONNX graphs, or a TensorRT engine's plans
@@ -40,6 +43,7 @@ from vlrt.triton.models import SOURCES
 
 MARKER = "vlrt-triton.json"
 MODELS = ("text_encoder", "video_encoder", "tokenizer", "video_preprocess", "text_ensemble", "video_ensemble")
+SCORER = "scorer"  # a seventh model, for a multi-grained bundle
 ENCODERS = {"text": "text_encoder", "video": "video_encoder"}
 # The runtime's batch sizes (Runtime.encode_text, Runtime.encode_frames; TensorRT's default profiles).
 DEFAULT_MAX_BATCH = {"text": 64, "video": 8}
@@ -126,6 +130,8 @@ def write_repository(bundle_path: str | Path, out: str | Path, *, engine: str | 
     batch = {g: _max_batch(g, graphs[g], max_batch, chosen) for g in graphs}
     configs = _configs(bundle, graphs, batch, platform=PLAN_PLATFORM if plan else ONNX_PLATFORM, kind=kind,
                        mode=mode, preprocess_instances=preprocess_instances, decode_workers=decode_workers)
+    if "scorer" in bundle.manifest:
+        configs[SCORER] = _scorer_config(bundle.manifest["scorer"], kind)
     sources = {g: (chosen or bundle).graph_path(g) for g in graphs}
     summary = {
         "repository": str(out), "bundle": str(bundle.root.resolve()), "bundle_manifest_sha256": bundle.manifest_sha256,
@@ -144,6 +150,8 @@ def write_repository(bundle_path: str | Path, out: str | Path, *, engine: str | 
             target = tmp / name / "1" / ("model.plan" if plan else "model.onnx")
             progress(f"{name}: copying {sources[graph].name} ({sources[graph].stat().st_size / 1e6:.1f} MB)")
             _copy(sources[graph], target)
+        if SCORER in configs:  # the bundle's fp32 scorer graph, with every engine (as Runtime runs it)
+            _copy(bundle.path(bundle.manifest["scorer"]["file"]), tmp / SCORER / "1" / "model.onnx")
         vocab = bundle.path(bundle.manifest["tokenizer"]["file"])
         _copy(vocab, tmp / "tokenizer" / "1" / vocab.name)
         _copy(SOURCES / "tokenizer.py", tmp / "tokenizer" / "1" / "model.py")
@@ -173,9 +181,9 @@ def _check_graphs(bundle: Bundle) -> None:
     """One vector per text and per video, from graphs fed as `Runtime` feeds them: the tokenizer
     and video_preprocess models produce exactly those feeds."""
     kind = bundle.manifest.get("embedding", "vector")
-    if kind != "vector":
+    if kind != "vector" and "scorer" not in bundle.manifest:
         raise VlrtError(f"{bundle.root}: its family ({bundle.manifest.get('family')}) embeds {kind!r} features "
-                        "scored by a scorer graph; `vlrt triton` writes repositories for one-vector families only")
+                        "without a scorer graph in the bundle; export it again with this vlrt")
     for graph, names in GRAPH_INPUTS.items():
         spec = bundle.manifest["graphs"].get(graph)
         if spec is None:
@@ -340,6 +348,19 @@ def _configs(bundle: Bundle, graphs: Mapping[str, Mapping[str, Any]], batch: Map
     return configs
 
 
+def _scorer_config(spec: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """The scorer graph as an onnxruntime model: every named axis dynamic (-1), no Triton batching."""
+    def tensor(name: str, axes: Sequence[int | str]) -> dict[str, Any]:
+        return {"name": name, "data_type": Symbol("TYPE_FP32"), "dims": [a if isinstance(a, int) else -1 for a in axes]}
+
+    return {
+        "name": SCORER, "platform": ONNX_PLATFORM, "max_batch_size": 0,
+        "input": [tensor(k, v) for k, v in {**spec["text_inputs"], **spec["video_inputs"]}.items()],
+        "output": [tensor(spec["output"], ["queries", "videos"])],
+        "instance_group": [{"count": 1, "kind": Symbol(kind)}],
+    }
+
+
 def _ensemble(name: str, max_batch: int, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]],
               steps: list[tuple[str, list[str], list[str]]]) -> dict[str, Any]:
     """An ensemble whose steps pass tensors under their own names (each step's input and output
@@ -440,6 +461,11 @@ def _readme(out: Path, bundle: Bundle, engine: Engine | None, configs: Mapping[s
         + " (FP32; frame_mask marks the sampled frames).",
         "- The four models inside can be called alone as well (tokenizer: `text` -> `input_ids`; "
         "video_preprocess: `video` -> `pixels`, `frame_mask`).",
+        *([f"- `{SCORER}`: the model's scorer: the text ensemble's "
+           + ", ".join(f"`{k}`" for k in m["scorer"]["text_inputs"]) + " for Q captions and the video ensemble's "
+           + ", ".join(f"`{k}`" for k in m["scorer"]["video_inputs"]) + " for N videos (first axis: Q, N) -> "
+           f"`{m['scorer']['output']}` (Q, N); it runs fp32, whatever the encoders' precision."]
+          if SCORER in configs else []),
         "",
         "A text, as JSON:",
         "",
