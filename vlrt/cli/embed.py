@@ -39,6 +39,9 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=["exact", "fast"], default="exact",
                    help="preprocessing: exact (CLIP's PIL pipeline) or fast (resize inside FFmpeg)")
     p.add_argument("--keep-frames", action="store_true", help="also store per-frame embeddings")
+    p.add_argument("--frames-dtype", choices=["fp16", "int8"], default="fp16",
+                   help="how per-frame records are stored (with --keep-frames, or an X-CLIP/DRL bundle): fp16 "
+                        "(default) or int8 (half the bytes; about 1e-3 of score error)")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
                    help="run the engine `vlrt build` made for this precision (default: fp32, the bundle's graphs)")
     p.add_argument("--engine", metavar="KEY", help="run this built engine (a key under BUNDLE/engines/)")
@@ -96,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     stages(f"loading bundle {args.bundle} ...")
     with Index.create(args.output, args.bundle, backend=args.backend, precision=args.precision,
                       engine=args.engine, token_merge=args.token_merge, skip_similar=args.skip_similar,
-                      mode=args.mode, keep_frames=args.keep_frames, ann=args.ann) as index:
+                      mode=args.mode, keep_frames=args.keep_frames, ann=args.ann,
+                      frames_dtype=args.frames_dtype) as index:
         line = index.runtime().engine_line()
         stages(f"encoding with {line}; finding files ...")
         if args.ray is not None:

@@ -6,7 +6,9 @@ Layout of an index directory:
     shards/NNNNNN.npy         (n, D) float32 L2-normalised video embeddings
     shards/NNNNNN.frames.npy  (n, T, D) float16 per-frame embeddings, when kept (always for a
                               multi-grained model, with one more column per per-frame scalar its
-                              scorer takes: DRL's frame weights)
+                              scorer takes: DRL's frame weights); with frames_dtype "int8" int8
+                              embeddings, and .frames_scale.npy (n, T) and .frames_extra.npy
+                              (n, T, scalars) in fp16 beside them (vlrt/runtime/records.py)
     shards/NNNNNN.jsonl       one JSON line per row: path, file size and mtime, frames used, and what
                               the decoder saw; and {"drop": path} lines, which remove that path's
                               rows in earlier shards
@@ -44,6 +46,7 @@ from vlrt.runtime.bundle import MANIFEST, sha256_file
 INDEX_VERSION = 2  # 2: relative bundle path, engine record, file size/mtime per row, drop lines
 SHARD = re.compile(r"^(\d{6})\.jsonl$")
 INDEX_META = "index.json"
+INT8_SCALE, INT8_EXTRA = ".frames_scale.npy", ".frames_extra.npy"  # beside an int8 .frames.npy
 ERRORS = "errors.jsonl"
 LOCK = ".lock"
 
@@ -149,7 +152,7 @@ def load_shards(root: Path, *, frames: bool = False) -> tuple[np.ndarray, list[d
                         "process is writing it); try again") from None
 
 
-def _load_shards(root: Path, frames: bool) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def _load_shards(root: Path, frames: bool) -> tuple[Any, list[dict[str, Any]]]:
     s = scan(root)
     dim = int(read_meta(root)["embed_dim"])
     picks: dict[int, list[int]] = {}
@@ -157,18 +160,27 @@ def _load_shards(root: Path, frames: bool) -> tuple[np.ndarray, list[dict[str, A
     for i, j, row in s.ordered():
         picks.setdefault(i, []).append(j)
         rows.append(row)
-    parts = []
-    suffix = ".frames.npy" if frames else ".npy"
+    suffixes = [".frames.npy"] if frames else [".npy"]
+    if frames and any((root / "shards" / f"{stem}{INT8_SCALE}").is_file() for stem in s.stems):
+        suffixes = [".frames.npy", INT8_SCALE] + ([INT8_EXTRA] if any(
+            (root / "shards" / f"{stem}{INT8_EXTRA}").is_file() for stem in s.stems) else [])
+    parts: list[list[np.ndarray]] = [[] for _ in suffixes]
     for i, stem in enumerate(s.stems):
         if frames and i not in picks:
             continue
-        arr = np.load(root / "shards" / f"{stem}{suffix}", mmap_mode="r")
-        if len(arr) != s.counts[i]:
-            raise VlrtError(f"{root}: shard {stem} holds {len(arr)} embeddings but {s.counts[i]} metadata rows; "
-                            "the index is damaged")
-        if i in picks:
-            parts.append(np.asarray(arr[picks[i]]))
-    emb = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+        for part, suffix in zip(parts, suffixes):
+            arr = np.load(root / "shards" / f"{stem}{suffix}", mmap_mode="r")
+            if len(arr) != s.counts[i]:
+                raise VlrtError(f"{root}: shard {stem} holds {len(arr)} embeddings but {s.counts[i]} metadata rows; "
+                                "the index is damaged")
+            if i in picks:
+                part.append(np.asarray(arr[picks[i]]))
+    if len(suffixes) > 1:  # int8 per-frame records (vlrt/runtime/records.py)
+        from vlrt.runtime.records import Int8Records
+
+        q, scale, *extra = [np.concatenate(p) for p in parts]
+        return Int8Records(q, scale, extra[0] if extra else None), rows
+    emb = np.concatenate(parts[0]) if parts[0] else np.zeros((0, dim), np.float32)
     return emb, rows
 
 
@@ -317,8 +329,16 @@ class IndexWriter:
         dim = int(self.meta["embed_dim"])
         emb = np.asarray(embeddings, np.float32).reshape(len(rows), dim)
         _atomic_write(self.shards / f"{stem}.npy", lambda fh: np.save(fh, emb))
-        if frames is not None:
-            _atomic_write(self.shards / f"{stem}.frames.npy", lambda fh: np.save(fh, frames.astype(np.float16)))
+        if frames is not None and (self.meta.get("encoder") or {}).get("frames_dtype") == "int8":
+            from vlrt.runtime.records import quantize
+
+            q, scale, extra = quantize(frames, dim)
+            for suffix, arr in ((".frames.npy", q), (INT8_SCALE, scale), (INT8_EXTRA, extra)):
+                if arr is not None:
+                    _atomic_write(self.shards / f"{stem}{suffix}", lambda fh, arr=arr: np.save(fh, arr))
+        elif frames is not None:
+            _atomic_write(self.shards / f"{stem}.frames.npy",
+                          lambda fh: np.save(fh, np.asarray(frames, np.float32).astype(np.float16)))
         lines = [json.dumps({"drop": p}) for p in drop] + [json.dumps(r) for r in rows]
         data = "".join(line + "\n" for line in lines).encode()
         _atomic_write(self.shards / f"{stem}.jsonl", lambda fh: fh.write(data))  # commits the shard
@@ -390,8 +410,10 @@ class IndexWriter:
         emb, rows = load_shards(self.root)
         frames = load_shards(self.root, frames=True)[0] if with_frames == {True} else None
         self.append(emb, rows, frames)
+        int8 = (self.meta.get("encoder") or {}).get("frames_dtype") == "int8"
+        suffixes = (".jsonl", ".npy", ".frames.npy") + ((INT8_SCALE, INT8_EXTRA) if int8 else ())
         for stem in s.stems:  # oldest first: any prefix deleted leaves the same live rows
-            for suffix in (".jsonl", ".npy", ".frames.npy"):  # un-commit first
+            for suffix in suffixes:  # un-commit first
                 (self.shards / f"{stem}{suffix}").unlink(missing_ok=True)
         return True
 
@@ -525,20 +547,27 @@ class Index:
     def create(cls, path: str | Path, bundle: str | Path, *, backend: str | None = None,
                precision: str | None = None, engine: str | None = None, token_merge: int = 0,
                skip_similar: float | None = None, mode: str = "exact", keep_frames: bool = False,
-               threads: int | None = None, ann: str | None = None) -> "Index":
+               threads: int | None = None, ann: str | None = None, frames_dtype: str = "fp16") -> "Index":
         """Make an index directory for `bundle` (or reopen it to add more: the same bundle and
         encoding options, else VlrtError) and load the bundle with these options (see
         `Runtime.load`). `mode`: preprocessing, "exact" or "fast"; `keep_frames`: also store
         per-frame embeddings (always, for a multi-grained model's bundle); `ann`: the vector
         index searches use, "auto" (by size), "flat", "hnsw" or "ivfpq" (vlrt/runtime/ann.py;
-        None: as recorded, else auto)."""
+        None: as recorded, else auto); `frames_dtype`: how per-frame records are stored, "fp16"
+        or "int8" (half the bytes; vlrt/runtime/records.py)."""
         from vlrt.runtime.runtime import Runtime
 
         rt = Runtime.load(bundle, backend=backend, precision=precision, engine=engine, token_merge=token_merge,
                           skip_similar=skip_similar, threads=threads)
         keep_frames = keep_frames or rt.multi_vector  # the model's scorer reads them
+        if frames_dtype not in ("fp16", "int8"):
+            raise VlrtError(f"frames_dtype {frames_dtype!r}: per-frame records are stored as fp16 or int8")
+        if frames_dtype == "int8" and not keep_frames:
+            raise VlrtError("int8 per-frame records need an index that keeps them (keep_frames=True, --keep-frames)")
         info = rt.engine_info
         encoder = {"engine": info["engine"], "skip_similar": skip_similar, "mode": mode, "keep_frames": keep_frames}
+        if frames_dtype == "int8":  # recorded only when not the default: older indexes compare equal
+            encoder["frames_dtype"] = "int8"
         writer = IndexWriter(path, bundle=bundle, manifest_sha256=sha256_file(Path(bundle) / MANIFEST),
                              embed_dim=rt.embed_dim, encoder=encoder, engine=info, ann=ann)
         index = cls(Path(path), writer.meta, bundle=bundle)  # rows load when first used
@@ -688,8 +717,9 @@ class Index:
 
     @property
     def frame_records(self) -> np.ndarray:
-        """(n, T, D [+ scalars]) float16 per-frame records as stored: the per-frame embeddings, and
-        for a multi-grained model the per-frame scalars its scorer takes (`Runtime.frame_record_names`)."""
+        """(n, T, D [+ scalars]) per-frame records as stored: the per-frame embeddings, and for a
+        multi-grained model the per-frame scalars its scorer takes (`Runtime.frame_record_names`);
+        float16, or `Int8Records` for an index made with frames_dtype="int8"."""
         if self._frames is None:
             if not kept_frames(self.root, self.meta):
                 raise VlrtError(f"{self.root}: this index keeps no per-frame embeddings, which frame selection "
