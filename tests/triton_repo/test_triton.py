@@ -23,8 +23,10 @@ import site
 import socket
 import subprocess
 import sys
+import threading
 import time
 import types
+import urllib.error
 import urllib.request
 import venv
 from pathlib import Path
@@ -538,18 +540,38 @@ def _free_port() -> int:
 
 
 def _wait_ready(proc: subprocess.Popen, port: int, log: Path, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"tritonserver exited ({proc.returncode}):\n{log.read_text()[-4000:]}")
+    """Until tritonserver says its HTTP service started (it loads the models first), read from its
+    output as it comes (copied to `log`); then its readiness endpoint must answer 200."""
+    started = threading.Event()
+
+    def pump() -> None:
+        with open(log, "wb") as fh:
+            for line in proc.stdout:
+                fh.write(line)
+                fh.flush()
+                if b"Started HTTPService" in line:
+                    started.set()
+        started.set()  # the output ended: the server exited
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not started.wait(timeout):
+        pytest.fail(f"tritonserver not started after {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+    # it logs the start a moment before its socket accepts: retry until then, each pause being a
+    # wait for the process to exit
+    deadline = time.monotonic() + 10
+    while True:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"tritonserver not ready after {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=10) as r:
+                assert r.status == 200
+                return
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+        try:
+            proc.wait(timeout=0.05)
+        except subprocess.TimeoutExpired:
+            continue
+        pytest.fail(f"tritonserver exited ({proc.returncode}):\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -576,8 +598,7 @@ def server(repo, tmp_path_factory):
     port, log = _free_port(), tmp / "tritonserver.log"
     cmd = [str(found["server"]), f"--model-repository={served}", f"--backend-directory={backends.parent}",
            f"--http-port={port}", "--allow-grpc=false", "--allow-metrics=false", "--exit-timeout-secs=5"]
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     client = None
     try:
         _wait_ready(proc, port, log)
