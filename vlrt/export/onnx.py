@@ -29,15 +29,15 @@ FP16_SAFE_MASK = -1e4
 
 
 class _Graph(nn.Module):
-    """One graph: the model's named outputs in the spec's order."""
+    """One graph: the model's named outputs in the spec's order (the scorer's inputs, by name)."""
 
-    def __init__(self, model: VideoTextModel, name: str, outputs: list[str]) -> None:
+    def __init__(self, model: VideoTextModel, name: str, outputs: list[str], inputs: list[str] | None = None) -> None:
         super().__init__()
-        self.model, self.name, self.outputs = model, name, outputs
+        self.model, self.name, self.outputs, self.inputs = model, name, outputs, inputs
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.name == "scorer":
-            return (self.model.scorer(**dict(zip(self.model_inputs, inputs))),)
+            return (self.model.scorer(**dict(zip(self.inputs, inputs))),)
         out = self.model.video_outputs(*inputs) if self.name == "video" else self.model.text_outputs(*inputs)
         return tuple(out[k] for k in self.outputs)
 
@@ -83,8 +83,7 @@ def scorer_inputs(spec: ScorerSpec, *, frames: int, words: int, queries: int = 2
 def export_scorer(model: VideoTextModel, spec: ScorerSpec, path: Path, *, frames: int, words: int) -> None:
     """Trace the model's scorer to `path`: queries, videos and (where not fixed) words and frames dynamic."""
     inputs = scorer_inputs(spec, frames=frames, words=words)
-    graph = _Graph(model, "scorer", [spec.output])
-    graph.model_inputs = list(spec.inputs)
+    graph = _Graph(model, "scorer", [spec.output], list(spec.inputs))
     _export(graph, tuple(inputs.values()), path, list(spec.inputs), [spec.output],
             {**spec.inputs, spec.output: ["queries", "videos"]})
 

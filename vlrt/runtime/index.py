@@ -154,16 +154,18 @@ def load_shards(root: Path, *, frames: bool = False) -> tuple[np.ndarray, list[d
 
 def _load_shards(root: Path, frames: bool) -> tuple[Any, list[dict[str, Any]]]:
     s = scan(root)
-    dim = int(read_meta(root)["embed_dim"])
+    meta = read_meta(root)
+    dim = int(meta["embed_dim"])
     picks: dict[int, list[int]] = {}
     rows = []
     for i, j, row in s.ordered():
         picks.setdefault(i, []).append(j)
         rows.append(row)
     suffixes = [".frames.npy"] if frames else [".npy"]
-    if frames and any((root / "shards" / f"{stem}{INT8_SCALE}").is_file() for stem in s.stems):
-        suffixes = [".frames.npy", INT8_SCALE] + ([INT8_EXTRA] if any(
-            (root / "shards" / f"{stem}{INT8_EXTRA}").is_file() for stem in s.stems) else [])
+    used = [stem for i, stem in enumerate(s.stems) if i in picks]
+    if frames and used and (meta.get("encoder") or {}).get("frames_dtype") == "int8":
+        extra = (root / "shards" / f"{used[0]}{INT8_EXTRA}").is_file()  # every shard alike: one model
+        suffixes = [".frames.npy", INT8_SCALE] + ([INT8_EXTRA] if extra else [])
     parts: list[list[np.ndarray]] = [[] for _ in suffixes]
     for i, stem in enumerate(s.stems):
         if frames and i not in picks:
