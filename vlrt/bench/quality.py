@@ -73,10 +73,17 @@ def quality_of(rt, videos, scenes: list[Any], records=None) -> tuple[dict[str, f
     captions = [s.caption for s in scenes]
     if rt.multi_vector:
         clips = {rt.bundle.outputs("video")[0]: videos, **rt.split_frame_record(np.asarray(records))}
-        score = lambda texts, rows: rt.score(rt.encode_text_outputs(texts), {k: v[rows] for k, v in clips.items()})  # noqa: E731
+        scores = rt.score(rt.encode_text_outputs(captions), clips)  # (captions, videos)
+
+        def pairs(texts: list[str], rows: list[int]) -> np.ndarray:
+            """text i against clip rows[i] only"""
+            out = rt.encode_text_outputs(texts)
+            return np.array([rt.score({k: v[i:i + 1] for k, v in out.items()},
+                                      {k: v[r:r + 1] for k, v in clips.items()})[0, 0] for i, r in enumerate(rows)])
     else:
-        score = lambda texts, rows: rt.encode_text(texts) @ videos[rows].T  # noqa: E731
-    scores = score(captions, np.arange(len(videos)))  # (captions, videos)
+        text = rt.encode_text(captions)  # (captions, D)
+        scores = text @ videos.T  # (captions, videos)
+        pairs = lambda texts, rows: (rt.encode_text(texts) * videos[rows]).sum(1)  # noqa: E731
     quality = recall_report(scores)
     moving = [i for i, s in enumerate(scenes) if s.motion != "still"]
     quality["motion_t2v_R@1"] = round(100 * float((ranks(scores)[moving] == 1).mean()), 2)
@@ -84,7 +91,7 @@ def quality_of(rt, videos, scenes: list[Any], records=None) -> tuple[dict[str, f
         own = scores[moving, moving]  # (M,)
         for name, twins in synth.probes([scenes[i] for i in moving]).items():
             # % of moving clips closer to their own caption than to its twin (chance: 50).
-            twin = np.diagonal(score(twins, np.array(moving)))
+            twin = pairs(twins, moving)
             quality[f"{name}_probe_acc"] = round(100 * float((own > twin).mean()), 2)
     return quality, scores
 

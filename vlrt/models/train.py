@@ -113,10 +113,15 @@ def twin_negatives(items: list[tuple[synth.Scene, int]], names: set[str]) -> lis
     return list(out)
 
 
-def scorer_scores(model: VideoTextModel, pixels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """(captions, clips) scores of a model with a scorer (X-CLIP), every clip's frames all real."""
-    video = model.video_outputs(pixels, torch.ones(pixels.shape[:2]))
-    text = model.text_outputs(ids)
+def video_outputs(model: VideoTextModel, pixels: torch.Tensor, chunk: int = 64) -> dict[str, torch.Tensor]:
+    """The video graph's outputs for clips whose frames are all real, `chunk` clips at a time."""
+    parts = [model.video_outputs(pixels[i:i + chunk], torch.ones(len(pixels[i:i + chunk]), pixels.shape[1]))
+             for i in range(0, len(pixels), chunk)]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def scorer_scores(model: VideoTextModel, video: dict[str, torch.Tensor], text: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(captions, clips) scores of a model with a scorer (X-CLIP) from its graphs' outputs."""
     return model.scorer(text["text_embeds"], text["token_embeds"], video["video_embeds"], video["frame_embeds"])
 
 
@@ -129,7 +134,7 @@ def clip_loss(model: VideoTextModel, pixels: torch.Tensor, ids: torch.Tensor, ca
         scale = model.clip.logit_scale.exp().clamp(max=100)
         same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float32)
         target = same / same.sum(1, keepdim=True)
-        t2v = scale * scorer_scores(model, pixels, ids)  # (B, B)
+        t2v = scale * scorer_scores(model, video_outputs(model, pixels), model.text_outputs(ids))  # (B, B)
         return (F.cross_entropy(t2v, target) + F.cross_entropy(t2v.T, target)) / 2
     mask = torch.ones(pixels.shape[:2])
     video, _ = model.encode_video(pixels, mask)  # (B, E)
@@ -210,32 +215,42 @@ def evaluate(model: VideoTextModel, *, frames: int = FRAMES, seed: int = 12345) 
     if frames == 1:  # the single-frame baseline: the middle sampled frame only
         clips = clips[:, FRAMES // 2: FRAMES // 2 + 1]
     pixels = to_pixels(clips)
-    video = torch.cat([model.encode_video(pixels[i:i + 64], torch.ones(len(pixels[i:i + 64]), pixels.shape[1]))[0]
-                       for i in range(0, len(pixels), 64)])
+    if model.scorer is None:
+        outputs = None
+        video = torch.cat([model.encode_video(pixels[i:i + 64], torch.ones(len(pixels[i:i + 64]), pixels.shape[1]))[0]
+                           for i in range(0, len(pixels), 64)])
+    else:  # the tower runs once: the video vectors come with what the scorer reads
+        outputs = video_outputs(model, pixels)
+        video = outputs["video_embeds"]
     captions = [s.caption for s in test]
     ids = torch.from_numpy(tok(captions, context_length=WORDS))
     text = model.encode_text(ids)[0]
     single = (text @ video.T).numpy()
-    scores = single if model.scorer is None else scorer_scores(model, pixels, ids).numpy()
+    scores = single if model.scorer is None else scorer_scores(model, outputs, model.text_outputs(ids)).numpy()
     report = recall_report(scores)
     moving = [i for i, s in enumerate(test) if s.motion != "still"]
     report["motion_t2v_R@1"] = round(100 * float((ranks(scores)[moving] == 1).mean()), 2)
     for name, twins in synth.probes([test[i] for i in moving]).items():
+        clips_out = None if outputs is None else {k: v[moving] for k, v in outputs.items()}
         report[f"{name}_probe_acc"] = probe(model, [test[i].caption for i in moving], twins,
-                                            video[moving], pixels[moving], tok)
+                                            video[moving], clips_out, tok)
     if model.scorer is not None:
         report["single_vector"] = {k: v for k, v in recall_report(single).items() if k.startswith("t2v_R@")}
     report["clips"] = len(test)
     return report
 
 
-def probe(model, true: list[str], twins: list[str], video: torch.Tensor, pixels: torch.Tensor, tok) -> float:
-    """% of clips scored higher with their caption than with its twin (chance: 50)."""
+def probe(model, true: list[str], twins: list[str], video: torch.Tensor,
+          outputs: dict[str, torch.Tensor] | None, tok) -> float:
+    """% of clips scored higher with their caption than with its twin (chance: 50). A model with
+    a scorer scores each clip (its video graph's `outputs`) against its own two captions only."""
     true_ids, twin_ids = (torch.from_numpy(tok(c, context_length=WORDS)) for c in (true, twins))
     if model.scorer is not None:
-        own = torch.cat([scorer_scores(model, pixels[i:i + 1], true_ids[i:i + 1]) for i in range(len(true))])
-        other = torch.cat([scorer_scores(model, pixels[i:i + 1], twin_ids[i:i + 1]) for i in range(len(true))])
-        return round(100 * float((own > other).float().mean()), 2)
+        def pairwise(ids: torch.Tensor) -> torch.Tensor:
+            text = model.text_outputs(ids)
+            return torch.stack([scorer_scores(model, {k: v[i:i + 1] for k, v in outputs.items()},
+                                              {k: v[i:i + 1] for k, v in text.items()})[0, 0] for i in range(len(ids))])
+        return round(100 * float((pairwise(true_ids) > pairwise(twin_ids)).float().mean()), 2)
     t = model.encode_text(true_ids)[0]
     f = model.encode_text(twin_ids)[0]
     return round(100 * float(((t * video).sum(1) > (f * video).sum(1)).float().mean()), 2)
