@@ -8,6 +8,8 @@ checkpoints ("dp") have CLIP4Clip's layout and score; they export as the clip4cl
 """
 from __future__ import annotations
 
+import dataclasses
+
 from vlrt.families import Family, GraphSpec, ScorerSpec, register
 from vlrt.families.clip import ONE_FPS, clip_graphs
 
@@ -15,15 +17,8 @@ from vlrt.families.clip import ONE_FPS, clip_graphs
 def drl_graphs(*, image_size: int, embed_dim: int) -> dict[str, GraphSpec]:
     """CLIP's graphs plus the frame and word weights."""
     graphs = clip_graphs(image_size=image_size, embed_dim=embed_dim)
-    video, text = graphs["video"], graphs["text"]
-    return {
-        "video": GraphSpec(video.name, video.file, video.inputs,
-                           {**video.outputs, "frame_weights": ["batch", "frames"]}, video.input_types,
-                           video.embedding, video.features),
-        "text": GraphSpec(text.name, text.file, text.inputs,
-                          {**text.outputs, "token_weights": ["batch", "words"]}, text.input_types,
-                          text.embedding, text.features),
-    }
+    added = {"video": {"frame_weights": ["batch", "frames"]}, "text": {"token_weights": ["batch", "words"]}}
+    return {name: dataclasses.replace(spec, outputs={**spec.outputs, **added[name]}) for name, spec in graphs.items()}
 
 
 def drl_scorer(*, embed_dim: int, words: int, frames: int) -> ScorerSpec:
