@@ -140,6 +140,22 @@ def test_videos_and_images_decode_as_the_runtime_does(pool, media, expected, tmp
         assert pool.memory_cap == 1024 and "RLIMIT_AS" in pool.memory_note
 
 
+def test_decodes_under_uvloop(manifest, media, expected):
+    """uvicorn and Ray Serve run uvloop where it is installed; its add_reader leaves the pipe
+    non-blocking, which must not cut a clip's reply (several pipe buffers) in half."""
+    uvloop = pytest.importorskip("uvloop")
+    p = DecodePool(manifest, workers=1)
+    try:
+        async def run():
+            return [await p.clip(str(media[n])) for n in ("good", "other", "good")]
+
+        for got, name in zip(uvloop.run(run()), ("good", "other", "good")):
+            assert_same(got, expected[name])
+        assert p.restarts == 0
+    finally:
+        p.close()
+
+
 def test_poster_is_the_middle_frame_as_a_jpeg(pool, media):
     async def run():
         return await pool.poster(str(media["good"])), await pool.poster(str(media["still"]), width=80)

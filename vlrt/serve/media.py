@@ -341,7 +341,9 @@ class _Worker:
 
 async def _readable(conn: Any, timeout: float) -> None:
     """Wait, without blocking the event loop, until `conn` has data (or EOF); TimeoutError after
-    `timeout` seconds."""
+    `timeout` seconds. The pipe is left in blocking mode: uvloop's add_reader (uvicorn's loop
+    where uvloop is installed, and Ray Serve's) makes it non-blocking, and `conn.recv()` of a
+    reply larger than the pipe's buffer would then fail half-read."""
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
     fd = conn.fileno()
@@ -350,6 +352,7 @@ async def _readable(conn: Any, timeout: float) -> None:
         await asyncio.wait_for(ready, timeout)
     finally:
         loop.remove_reader(fd)
+        os.set_blocking(fd, True)
 
 
 def _check_file_size(path: str, limits: MediaLimits) -> None:
