@@ -10,12 +10,20 @@ Clients may name files only with --media-root DIR, and only under it; otherwise 
 Every flag also reads VLRT_<NAME> from the environment (e.g. VLRT_API_KEY, VLRT_PORT); a flag
 given wins. Binds to 127.0.0.1 unless --host says otherwise. One JSON log line per request
 goes to stderr. SIGTERM or Ctrl-C finishes the requests in flight, then stops.
+
+  vlrt serve ... --ray [ADDRESS] --replicas N       the same app as Ray Serve replicas
+  vlrt serve ... --ray --min-replicas 1 --max-replicas 8     ... autoscaled
+
+--ray deploys the service on Ray Serve (`pip install vlrt[ray]`): a local cluster, or the one at
+--ray=ADDRESS (auto on a cluster node; every node needs vlrt and the bundle and index at the same
+paths). Ray Serve's proxy listens on --host/--port and spreads requests over the replicas; each
+replica loads its own engine and batches with @serve.batch; its logs go to Ray's log files.
 """
 from __future__ import annotations
 
 import argparse
 import ipaddress
-import logging
+import os
 import sys
 
 from vlrt.cli.common import subcommand
@@ -52,33 +60,64 @@ def register(sub) -> None:
     g.add_argument("--max-frames", type=int, help="default 1000000")
     g.add_argument("--upload-dir", metavar="DIR", help="where uploads added to the index are kept "
                    "(default INDEX/uploads)")
+    r = p.add_argument_group("Ray Serve")
+    r.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="serve as a Ray Serve deployment: on a local cluster, or on the cluster at ADDRESS")
+    r.add_argument("--replicas", type=int, help="replicas (default 1)")
+    r.add_argument("--min-replicas", type=int, help="autoscaling: fewest replicas (with --max-replicas)")
+    r.add_argument("--max-replicas", type=int, help="autoscaling: most replicas")
+    r.add_argument("--target-ongoing", type=float, help="autoscaling: requests in flight per replica "
+                   "that it aims at (default 8)")
+    r.add_argument("--replica-cpus", type=float, help="CPUs one replica reserves (default 1)")
+    r.add_argument("--replica-gpus", type=float, help="GPUs one replica reserves (default 0; 1 for a GPU engine)")
     p.set_defaults(func=run)
+
+
+RAY_FLAGS = {"replicas": "replicas", "min_replicas": "min_replicas", "max_replicas": "max_replicas",
+             "target_ongoing": "target_ongoing", "replica_cpus": "cpus", "replica_gpus": "gpus"}
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from vlrt.serve.app import create_app
+        from vlrt.serve.app import create_app, log_requests
         from vlrt.serve.config import ServeConfig
     except ImportError as exc:
         raise VlrtError(f"vlrt serve needs the serve extra (pip install 'vlrt[serve]'): {exc}") from None
-    given = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "ray", *RAY_FLAGS)}
+    scaling = {RAY_FLAGS[k]: getattr(args, k) for k in RAY_FLAGS if getattr(args, k) is not None}
+    if args.ray is None and scaling:
+        raise VlrtError(f"--{next(iter(k for k in RAY_FLAGS if getattr(args, k) is not None)).replace('_', '-')} "
+                        "sets Ray Serve replicas; add --ray")
+    if args.ray not in (None, "local") and os.path.exists(args.ray):
+        raise VlrtError(f"--ray {args.ray}: that is a path, not a cluster address; put the bundle before --ray, "
+                        "or write --ray=ADDRESS")
     config = ServeConfig.from_env(**given)
     if not _loopback(config.host) and not config.api_key:
         print(f"vlrt: warning: serving on {config.host} without an API key: anyone who reaches this port can "
               "use the service", file=sys.stderr)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log = logging.getLogger("vlrt.serve")
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
+    log_requests()
+    if args.ray is not None:
+        from vlrt.serve.ray_serve import Scaling, serve_on_ray
+
+        scale = Scaling(**scaling)
+        print(f"vlrt serve: starting Ray Serve replicas ({_replicas(scale.checked())}) on "
+              f"{'a local Ray cluster' if args.ray == 'local' else args.ray}", file=sys.stderr)
+        serve_on_ray(config, scale, None if args.ray == "local" else args.ray,
+                     ready=lambda url: print(f"vlrt serve: {url}/ (every replica ready; Ctrl-C stops)", file=sys.stderr))
+        return 0
     print(f"vlrt serve: http://{config.host}:{config.port}/ (loading the engine; /readyz says when ready)",
           file=sys.stderr)
     uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="warning",
                 timeout_graceful_shutdown=int(config.request_timeout_s))
     return 0
+
+
+def _replicas(scale) -> str:
+    if scale.autoscaling:
+        return f"{scale.min_replicas} to {scale.max_replicas}, aiming at {scale.target_ongoing:g} requests each"
+    return str(scale.replicas)
 
 
 def _loopback(host: str) -> bool:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -49,8 +50,8 @@ class ApiError(Exception):
 class Service:
     """What the endpoints share: the runtime, the index, the queues and the decode pool."""
 
-    def __init__(self, config: ServeConfig, metrics: Metrics) -> None:
-        self.config, self.metrics = config, metrics
+    def __init__(self, config: ServeConfig, metrics: Metrics, batcher: type[Batcher] = Batcher) -> None:
+        self.config, self.metrics, self.batcher = config, metrics, batcher
         self.runtime: Any = None
         self.index: Any = None
         self.state = "loading"
@@ -86,9 +87,9 @@ class Service:
                              worker_memory_mb=c.worker_memory_mb, timeout_s=c.request_timeout_s)
         mode = ((self.index.meta.get("encoder") or {}).get("mode", "exact")) if self.index is not None else "exact"
         self.pool = DecodePool(self.runtime.bundle.manifest, workers=c.decode_workers, limits=limits, mode=mode)
-        self.text = Batcher("text", self._encode_texts, max_batch=c.text_batch, max_wait_s=c.text_wait_ms / 1000,
+        self.text = self.batcher("text", self._encode_texts, max_batch=c.text_batch, max_wait_s=c.text_wait_ms / 1000,
                             max_queue=c.text_queue, observe=self._observer("text"))
-        self.video = Batcher("video", self._encode_clips, max_batch=c.video_batch, max_wait_s=c.video_wait_ms / 1000,
+        self.video = self.batcher("video", self._encode_clips, max_batch=c.video_batch, max_wait_s=c.video_wait_ms / 1000,
                              max_queue=c.video_queue, observe=self._observer("video"))
         self.text.start()
         self.video.start()
@@ -298,13 +299,33 @@ class Service:
         return path
 
 
-def create_app(config: ServeConfig) -> FastAPI:
+def log_requests() -> None:
+    """The service's log lines (one JSON object each) to stderr, as they are."""
+    if any(getattr(h, "vlrt_requests", False) for h in log.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.vlrt_requests = True
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def create_app(config: ServeConfig, *, batcher: type[Batcher] = Batcher, load_first: bool = False) -> FastAPI:
+    """The service's ASGI app. `batcher`: the batching queue class (Ray Serve replicas pass one
+    built on `@serve.batch`); `load_first`: start-up waits until the engine and index are loaded,
+    and fails if they cannot be (a replica is then not started), instead of serving 503 meanwhile."""
     metrics = Metrics()
-    service = Service(config, metrics)
+    service = Service(config, metrics, batcher)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         loading = asyncio.create_task(service.start())
+        if load_first:
+            await loading
+            if service.state != "ready":
+                await service.stop()
+                raise VlrtError(f"vlrt serve: {service.state}")
         yield
         await loading
         await service.stop()
