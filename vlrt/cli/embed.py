@@ -8,6 +8,12 @@ rest are embedded. Re-running continues where an interrupted run stopped; a file
 mtime changed is embedded again, rows of deleted files are dropped (--prune: only that), and
 errors.jsonl keeps one line per file still failing.
 
+--part I/N embeds only the files that fall in part I of N (0 <= I < N), chosen by a hash of each
+file's absolute path: N processes, or N machines that see the videos at the same paths, run the
+same command with --part 0/N ... --part N-1/N, each into its own OUTPUT, and `vlrt merge` joins
+the parts into one index. The part is recorded: a resumed run must give the same --part. A part
+drops only the rows of its own deleted files.
+
 --ray [ADDRESS] runs the same embedding on a Ray cluster (Ray Data; `pip install vlrt[ray]`):
 decode tasks on every CPU, --ray-actors encoder actors (one engine each; one GPU each where the
 engine runs on CUDA and the cluster has GPUs), one Parquet part per encoder batch under
@@ -51,9 +57,19 @@ def register(sub) -> None:
                    help="encode a sampled frame within LEVELS (mean abs. difference, of 255) of the last encoded "
                         "frame of its video once; e.g. 1.0 for static shots (default: off)")
     p.add_argument("--shard-size", type=int, default=64, help="videos per shard file (default 64)")
-    p.add_argument("--ann", choices=["auto", "flat", "hnsw", "ivfpq"],
+    p.add_argument("--part", metavar="I/N", help="embed only part I of N of the files (0 <= I < N; by a hash of "
+                   "each file's path) into this index, to be merged with the others by `vlrt merge`; recorded for "
+                   "later runs")
+    p.add_argument("--ann", choices=["auto", "flat", "hnsw", "ivfpq", "milvus"],
                    help="the vector index search uses: auto (by size: flat below 50k videos, HNSW below 1M, "
-                        "IVF-PQ above; the default), or one of them; recorded for later runs")
+                        "IVF-PQ above; the default), or one of them, or milvus: a Milvus collection (pip install "
+                        "'vlrt[milvus]'; docs/runtime.md \"Milvus\"); recorded for later runs")
+    p.add_argument("--milvus-uri", metavar="URI",
+                   help="with --ann milvus: a Milvus server (http://HOST:19530) or a Milvus Lite file (*.db) "
+                        "(default: Milvus Lite in OUTPUT/milvus.db)")
+    p.add_argument("--milvus-collection", metavar="NAME",
+                   help="with --ann milvus: the collection (letters, digits, underscores; default: vlrt_videos in "
+                        "OUTPUT/milvus.db, else vlrt_ and a digest of OUTPUT's absolute path)")
     p.add_argument("--prune", action="store_true",
                    help="embed nothing: drop the rows of files that no longer exist and rewrite the shards "
                         "without dead rows")
@@ -95,23 +111,27 @@ def run(args: argparse.Namespace) -> int:
     if not args.paths:
         raise VlrtError("no paths given: name video files, folders, globs or @lists (or pass --prune)")
     from vlrt.runtime.index import Index
+    from vlrt.runtime.merge import parse_part, part_label
 
+    part = parse_part(args.part) if args.part is not None else None
+    label = part_label(part) if part else None
     stages(f"loading bundle {args.bundle} ...")
     with Index.create(args.output, args.bundle, backend=args.backend, precision=args.precision,
                       engine=args.engine, token_merge=args.token_merge, skip_similar=args.skip_similar,
-                      mode=args.mode, keep_frames=args.keep_frames, ann=args.ann,
-                      frames_dtype=args.frames_dtype) as index:
+                      mode=args.mode, keep_frames=args.keep_frames, part=part, ann=args.ann,
+                      frames_dtype=args.frames_dtype, milvus_uri=args.milvus_uri,
+                      milvus_collection=args.milvus_collection) as index:
         line = index.runtime().engine_line()
-        stages(f"encoding with {line}; finding files ...")
+        stages(f"encoding with {line}; finding files{f' of part {label}' if part else ''} ...")
         if args.ray is not None:
             from vlrt.runtime.ray_embed import embed_on_ray
 
             summary = embed_on_ray(index, args.paths, address=args.ray, actors=args.ray_actors or 1,
                                    batch_size=args.batch_size, shard_size=args.shard_size,
-                                   progress=_Reporter(quiet=args.json))
+                                   progress=_Reporter(quiet=args.json, part=label))
         else:
             summary = index.add(args.paths, batch_size=args.batch_size, workers=args.workers or 2,
-                                shard_size=args.shard_size, progress=_Reporter(quiet=args.json))
+                                shard_size=args.shard_size, progress=_Reporter(quiet=args.json, part=label))
     out = summary.as_dict()
     if summary.failed and not summary.embedded and not summary.already_indexed:
         message = f"every one of {len(summary.failed)} files failed; first: {summary.failed[0]['error']}"
@@ -119,11 +139,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(out)
         return 0
-    print(f"{args.output}: embedded {summary.embedded} videos in {summary.seconds:.1f}s "
+    print(f"{args.output}: {f'part {summary.part}: ' if summary.part else ''}"
+          f"embedded {summary.embedded} videos in {summary.seconds:.1f}s "
           f"({out['videos_per_s']} videos/s; {summary.replaced} changed since embedded), "
           f"{summary.already_indexed} already indexed, {summary.dropped} deleted files dropped, "
           f"{len(summary.failed)} failed; {summary.total_in_index} in the index")
     print(f"  encoded with {line}")
+    if summary.part:
+        print(f"  {summary.other_parts} files found fall in the other parts")
     if args.ray is not None:
         print(f"  on Ray: {summary.actors} encoder actors; {summary.encoded} files sent to the cluster, "
               f"{summary.from_parts} merged from an interrupted run's parts")
@@ -137,11 +160,11 @@ def run(args: argparse.Namespace) -> int:
 class _Reporter:
     """Progress line and one note per failed file, on stderr (the progress line on terminals only)."""
 
-    def __init__(self, *, quiet: bool) -> None:
+    def __init__(self, *, quiet: bool, part: str | None = None) -> None:
         from vlrt.cli.progress import Progress
 
         self.quiet = quiet
-        self.bar = Progress(0, enabled=False if quiet else None)
+        self.bar = Progress(0, unit=f"videos of part {part}" if part else "videos", enabled=False if quiet else None)
 
     def __call__(self, event) -> None:
         self.bar.total = event.total
@@ -159,12 +182,17 @@ class _Reporter:
 
 def _prune(args: argparse.Namespace, stages: Stages) -> int:
     from vlrt.runtime.index import Index
+    from vlrt.runtime.merge import parse_part, part_label, recorded_part
 
     if args.paths:
         raise VlrtError("--prune embeds nothing, so it takes no paths; run without --prune to embed them")
     stages(f"opening index {args.output} ...")
     with Index.open(args.output, bundle=args.bundle) as index:
         index.bundle_path()  # the bundle named must be the index's: refuses another model's index
+        recorded = recorded_part(index.meta)
+        if args.part is not None and parse_part(args.part) != recorded:
+            raise VlrtError(f"{args.output}: this index is {f'part {part_label(recorded)}' if recorded else 'whole'}, "
+                            f"not part {args.part}; --prune keeps to the recorded part: give that, or no --part")
         dropped = index.prune()
     if args.json:
         print_json({"index": args.output, "dropped": dropped, "total_in_index": len(index)})

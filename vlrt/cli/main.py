@@ -5,11 +5,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from vlrt.cli import bench, build, demo, embed, export, search, serve, triton
+from vlrt.cli import bench, build, demo, embed, export, merge, search, serve, triton
 from vlrt.cli.common import Parser, fail, print_json
 from vlrt.errors import VlrtError
 
-COMMANDS = (export, build, embed, search, serve, triton, bench, demo)
+COMMANDS = (export, build, embed, merge, search, serve, triton, bench, demo)
 
 
 def build_parser(*, json_errors: bool = False) -> Parser:

@@ -12,7 +12,8 @@
   95.2% of the exact top 10.
 
 `build(vectors, kind)` makes one; `search(ann, vectors, queries, k)` queries it. The recall each
-reaches against exact search, and its memory, are measured in benchmarks/ann.py.
+reaches against exact search, and its memory, are measured in benchmarks/ann.py. One more kind,
+`milvus`, keeps the vectors in a Milvus collection instead of a FAISS index (vlrt/runtime/milvus.py).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from vlrt.errors import VlrtError
 
-KINDS = ("auto", "flat", "hnsw", "ivfpq")
+KINDS = ("auto", "flat", "hnsw", "ivfpq", "milvus")
 HNSW_FROM = 50_000
 IVFPQ_FROM = 1_000_000
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128

@@ -8,8 +8,10 @@ and the run goes on. errors.jsonl lists each file whose latest attempt failed, w
 older embedding of it is still in the index: a changed file that no longer decodes loses its row,
 but a file that can no longer be read (permissions, replaced by a pipe) keeps its older embedding
 until it embeds again or is deleted. A file leaves errors.jsonl when it embeds, or when a run
-finds it readable and unchanged since it embedded. Nothing here prints: progress goes to a
-callback, the outcome to an `EmbedSummary`.
+finds it readable and unchanged since it embedded. An index made as part I of N embeds only the
+files of its part and drops only the rows of its own deleted files (vlrt.runtime.merge); paths
+refused before decoding (missing, unreadable, ...) are reported by every part. Nothing here
+prints: progress goes to a callback, the outcome to an `EmbedSummary`.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from vlrt.runtime.index import IndexWriter
-from vlrt.runtime.paths import Source, expand_paths
+from vlrt.runtime.merge import in_part, part_label
+from vlrt.runtime.paths import Expansion, Source, expand_paths
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +51,8 @@ class EmbedSummary:
     seconds: float = 0.0
     engine: dict[str, Any] = dataclasses.field(default_factory=dict)  # what encoded (Runtime.engine_info)
     frames: dict[str, int] | None = None  # with frame skipping: {"sampled", "encoded"}
+    part: str | None = None  # "I/N" when the index is part I of N
+    other_parts: int = 0  # files found that fall in the other parts, not embedded here
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -66,11 +71,13 @@ def _deleted(path: str) -> bool:
     return False
 
 
-def drop_deleted(writer: IndexWriter, live: dict[str, Any] | None = None) -> list[str]:
+def drop_deleted(writer: IndexWriter, live: dict[str, Any] | None = None, *,
+                 part: tuple[int, int] | None = None) -> list[str]:
     """Remove the rows of files that no longer exist (one committed shard); returns their paths.
-    `live`: the index's live rows by path, when the caller has scanned them already (updated)."""
+    `live`: the index's live rows by path, when the caller has scanned them already (updated);
+    `part`: only rows of files in that part (a part's index)."""
     live = live if live is not None else {path: entry for path, entry in writer.scan().live.items()}
-    gone = [path for path in live if _deleted(path)]
+    gone = [path for path in live if in_part(path, part) and _deleted(path)]
     writer.drop(gone)
     for path in gone:
         del live[path]
@@ -136,6 +143,13 @@ class _Run:
         self.drops.clear()
 
 
+def own_sources(found: Expansion, part: tuple[int, int] | None) -> int:
+    """Keep in `found` only the files of `part` (all: None); returns how many were left out."""
+    before = len(found.sources)
+    found.sources = [s for s in found.sources if in_part(s.path, part)]
+    return before - len(found.sources)
+
+
 def _plan(sources: list[Source], live: dict[str, Any]) -> tuple[list[Source], list[str]]:
     """(files to embed: new or changed, paths of files embedded before and unchanged)."""
     todo, unchanged = [], []
@@ -148,16 +162,19 @@ def _plan(sources: list[Source], live: dict[str, Any]) -> tuple[list[Source], li
 
 
 def embed_into(writer: IndexWriter, runtime: Any, specs: Iterable[str], *, mode: str = "exact",
-               keep_frames: bool = False, batch_size: int = 8, workers: int = 2, shard_size: int = 64,
+               keep_frames: bool = False, part: tuple[int, int] | None = None, batch_size: int = 8,
+               workers: int = 2, shard_size: int = 64,
                progress: Callable[[EmbedEvent], None] | None = None) -> EmbedSummary:
-    """Embed the files `specs` name into the index `writer` writes, with `runtime`. See the module
-    docstring; `Index.add` is the public entry point."""
+    """Embed the files `specs` name into the index `writer` writes, with `runtime`; with `part`
+    (i, n), only the files of that part. See the module docstring; `Index.add` is the public
+    entry point."""
     from vlrt.runtime.pipeline import ClipLoader, encode_stream
 
     t0 = time.perf_counter()
     found = expand_paths(specs)
+    other_parts = own_sources(found, part)
     live = {path: row for path, (_, _, row) in writer.scan().live.items()}
-    dropped = len(drop_deleted(writer, live))
+    dropped = len(drop_deleted(writer, live, part=part))
     todo, unchanged = _plan(found.sources, live)
     writer.clear_errors(unchanged)  # readable again, and their embedding is current
     run = _Run(writer, keep_frames=keep_frames, shard_size=shard_size, total=len(todo) + len(found.rejected),
@@ -181,7 +198,8 @@ def embed_into(writer: IndexWriter, runtime: Any, specs: Iterable[str], *, mode:
     summary = EmbedSummary(index=str(writer.root), embedded=run.committed, replaced=run.replaced,
                            already_indexed=len(unchanged), dropped=dropped, failed=run.failed,
                            total_in_index=writer.build_faiss(), seconds=time.perf_counter() - t0,
-                           engine=runtime.engine_info)
+                           engine=runtime.engine_info, part=part_label(part) if part else None,
+                           other_parts=other_parts)
     if before is not None:
         summary.frames = {"sampled": stats.frames - before[0], "encoded": stats.encoded - before[1]}
     return summary

@@ -15,6 +15,8 @@ Layout of an index directory:
     errors.jsonl              one line per file whose latest attempt failed
     faiss.index               inner-product index over the live rows (flat, HNSW or IVF-PQ by size:
                               vlrt/runtime/ann.py), recorded in index.json with the rows it covers
+    milvus.db                 with ann "milvus", Milvus Lite holding the collection that replaces
+                              faiss.index, unless index.json names a Milvus server (vlrt/runtime/milvus.py)
     .lock                     flock'd by the one writer (its pid inside); readers take no lock
 
 A shard's .jsonl is written last, by rename: a shard without it is an interrupted write and is
@@ -24,6 +26,9 @@ run never shows a path twice and never loses the old row before the new one is c
 `compact` rewrites the live rows into one shard, then deletes the old shards oldest first; a crash
 at any point leaves the same live rows. A reader that lists the shards while a compaction
 deletes them lists them again.
+
+An index can be built in parts, each by its own writer into its own directory, and merged:
+vlrt/runtime/merge.py.
 """
 from __future__ import annotations
 
@@ -221,6 +226,30 @@ class _WriterLock:
     __del__ = release
 
 
+def _ann_record(root: Path, ann: str | None, milvus_uri: str | None, milvus_collection: str | None) -> dict[str, Any]:
+    """index.json's record of the vector index asked for, before it is built: {"requested"}, and
+    for "milvus" where its collection lives (vlrt/runtime/milvus.py): as given (the defaults for
+    what is not), or, with neither given, as recorded. A Milvus record that stays the same is
+    kept whole, with its build."""
+    from vlrt.runtime.ann import choose
+
+    if ann != "milvus" and (milvus_uri is not None or milvus_collection is not None):
+        raise VlrtError("--milvus-uri and --milvus-collection (milvus_uri, milvus_collection) go with --ann milvus "
+                        "(ann='milvus')")
+    choose(0, ann)  # a known kind
+    if ann != "milvus":
+        return {"requested": ann}
+    from vlrt.runtime import milvus
+
+    recorded = (read_meta(root).get("ann") or {}) if (root / INDEX_META).is_file() else {}
+    record = {"requested": ann, **milvus.settings(root, milvus_uri, milvus_collection)}
+    if recorded.get("requested") == "milvus" and ((milvus_uri is None and milvus_collection is None)
+                                                  or all(recorded.get(key) == v for key, v in record.items())):
+        record = recorded
+    milvus.require(record["uri"])  # now, not after the embedding
+    return record
+
+
 def _make_dirs(root: Path) -> None:
     """The index directory and its shards/, or VlrtError naming the directory."""
     if root.exists() and not root.is_dir():
@@ -237,11 +266,13 @@ class IndexWriter:
 
     def __init__(self, root: str | Path, *, bundle: str | Path | None, manifest_sha256: str, embed_dim: int,
                  encoder: dict[str, Any] | None = None, engine: dict[str, Any] | None = None,
-                 ann: str | None = None) -> None:
+                 ann: str | None = None, milvus_uri: str | None = None,
+                 milvus_collection: str | None = None) -> None:
         """`encoder`: how the embeddings are made (engine key, frame skipping, preprocessing mode);
         a resumed run must make them the same way. `engine`: the engine's record (backend,
         precision, key, options), which search uses to encode queries alike. `bundle` None: keep
-        the recorded bundle path (an existing index)."""
+        the recorded bundle path (an existing index). `milvus_uri`, `milvus_collection`: where
+        ann "milvus" keeps its collection (vlrt/runtime/milvus.py; None: the defaults)."""
         self.root = Path(root)
         self.shards = self.root / "shards"
         _make_dirs(self.root)
@@ -250,12 +281,9 @@ class IndexWriter:
         if bundle is not None:
             meta.update(bundle_record(self.root, bundle))
         meta.update({k: v for k, v in (("encoder", encoder), ("engine", engine)) if v is not None})
-        if ann is not None:  # the vector index to build (vlrt/runtime/ann.py); built at the end of a run
-            from vlrt.runtime.ann import choose
-
-            choose(0, ann)  # a known kind
-            meta["ann"] = {"requested": ann}
         try:
+            if (ann, milvus_uri, milvus_collection) != (None, None, None):  # the vector index to build
+                meta["ann"] = _ann_record(self.root, ann, milvus_uri, milvus_collection)  # at the end of a run
             self.meta = self._check_or_write_meta(meta)
         except BaseException:
             self.close()  # a refused writer must not keep the index locked while its traceback lives
@@ -327,20 +355,31 @@ class IndexWriter:
             raise ValueError("one metadata row per embedding")
         if not rows and not drop:
             return
-        stem = f"{self.next_shard:06d}"
         dim = int(self.meta["embed_dim"])
-        emb = np.asarray(embeddings, np.float32).reshape(len(rows), dim)
-        _atomic_write(self.shards / f"{stem}.npy", lambda fh: np.save(fh, emb))
+        stored = {".npy": np.asarray(embeddings, np.float32).reshape(len(rows), dim)}
         if frames is not None and (self.meta.get("encoder") or {}).get("frames_dtype") == "int8":
             from vlrt.runtime.records import quantize
 
             q, scale, extra = quantize(frames, dim)
-            for suffix, arr in ((".frames.npy", q), (INT8_SCALE, scale), (INT8_EXTRA, extra)):
-                if arr is not None:
-                    _atomic_write(self.shards / f"{stem}{suffix}", lambda fh, arr=arr: np.save(fh, arr))
+            stored.update((suffix, arr) for suffix, arr in ((".frames.npy", q), (INT8_SCALE, scale),
+                                                            (INT8_EXTRA, extra)) if arr is not None)
         elif frames is not None:
-            _atomic_write(self.shards / f"{stem}.frames.npy",
-                          lambda fh: np.save(fh, np.asarray(frames, np.float32).astype(np.float16)))
+            stored[".frames.npy"] = np.asarray(frames, np.float32).astype(np.float16)
+        self.commit_shard(stored, rows, drop=drop)
+
+    def commit_shard(self, stored: dict[str, np.ndarray], rows: Sequence[dict[str, Any]], *,
+                     drop: Iterable[str] = ()) -> None:
+        """Commit one shard of arrays as they are stored, by file suffix (".npy": the (n, D) float32
+        video embeddings; ".frames.npy", and with int8 records INT8_SCALE and INT8_EXTRA: the
+        per-frame records), one entry per row of `rows`, and the removal of every earlier row of
+        the paths in `drop`, together (one rename)."""
+        self._check_open()
+        drop = list(drop)
+        if any(len(arr) != len(rows) for arr in stored.values()):
+            raise ValueError("one metadata row per stored entry")
+        stem = f"{self.next_shard:06d}"
+        for suffix, arr in stored.items():
+            _atomic_write(self.shards / f"{stem}{suffix}", lambda fh, arr=arr: np.save(fh, arr))
         lines = [json.dumps({"drop": p}) for p in drop] + [json.dumps(r) for r in rows]
         data = "".join(line + "\n" for line in lines).encode()
         _atomic_write(self.shards / f"{stem}.jsonl", lambda fh: fh.write(data))  # commits the shard
@@ -378,7 +417,9 @@ class IndexWriter:
         by default "auto": chosen by size, vlrt/runtime/ann.py), and record it in index.json with
         a digest of the rows it covers; returns their count. `approximate=False` builds only a flat
         index: where HNSW or IVF-PQ is due (minutes at a million rows), the old file is left, its
-        digest no longer matches, and searches go exact until a later build."""
+        digest no longer matches, and searches go exact until a later build. "milvus" rebuilds
+        the Milvus collection instead (vlrt/runtime/milvus.py), and `approximate=False` leaves it
+        as it is, stale, likewise."""
         import faiss
 
         from vlrt.runtime import ann
@@ -388,6 +429,8 @@ class IndexWriter:
         emb, rows = load_shards(self.root)
         if not approximate and ann.choose(len(rows), requested) != "flat":
             return len(rows)
+        if requested == "milvus":
+            return self._build_milvus(emb, rows)
         index = ann.build(emb, requested)
         tmp = self.root / ".faiss.index.tmp"
         faiss.write_index(index, str(tmp))
@@ -396,6 +439,22 @@ class IndexWriter:
                             "rows_sha256": rows_digest(rows)}
         _write_json(self.root / INDEX_META, self.meta)
         return index.ntotal
+
+    def _build_milvus(self, emb: np.ndarray, rows: list[dict[str, Any]]) -> int:
+        """Rebuild the Milvus collection over the live rows where index.json says (else at the
+        defaults), and record it with the rows it covers."""
+        from vlrt.runtime import milvus
+
+        recorded = self.meta.get("ann") or {}
+        where = {key: recorded[key] for key in ("uri", "collection")} if recorded.get("requested") == "milvus" \
+            else milvus.settings(self.root)
+        with milvus.Store(milvus.resolve(self.root, where["uri"]), where["collection"]) as store:
+            built = store.rebuild(emb)
+        self.meta["ann"] = {"requested": "milvus", "kind": "milvus", **where, **built, "rows": len(rows),
+                            "rows_sha256": rows_digest(rows)}
+        _write_json(self.root / INDEX_META, self.meta)
+        (self.root / "faiss.index").unlink(missing_ok=True)  # an earlier kind's, no longer read
+        return len(rows)
 
     def compact(self) -> bool:
         """Rewrite the live rows into one new shard and delete the old shards. False (nothing
@@ -522,10 +581,12 @@ class Index:
         self._embed_options: dict[str, Any] = {}
 
     def close(self) -> None:
-        """Release the write lock, if this Index holds it; a later `add` takes it again."""
+        """Release the write lock, if this Index holds it (a later `add` takes it again), and its
+        Milvus connection, if it has one (a later search opens it again)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        self._drop_ann()
 
     def __enter__(self) -> "Index":
         return self
@@ -549,16 +610,23 @@ class Index:
     def create(cls, path: str | Path, bundle: str | Path, *, backend: str | None = None,
                precision: str | None = None, engine: str | None = None, token_merge: int = 0,
                skip_similar: float | None = None, mode: str = "exact", keep_frames: bool = False,
-               threads: int | None = None, ann: str | None = None, frames_dtype: str = "fp16") -> "Index":
+               part: tuple[int, int] | None = None, threads: int | None = None, ann: str | None = None, frames_dtype: str = "fp16",
+               milvus_uri: str | None = None, milvus_collection: str | None = None) -> "Index":
         """Make an index directory for `bundle` (or reopen it to add more: the same bundle and
         encoding options, else VlrtError) and load the bundle with these options (see
         `Runtime.load`). `mode`: preprocessing, "exact" or "fast"; `keep_frames`: also store
         per-frame embeddings (always, for a multi-grained model's bundle); `ann`: the vector
         index searches use, "auto" (by size), "flat", "hnsw" or "ivfpq" (vlrt/runtime/ann.py;
-        None: as recorded, else auto); `frames_dtype`: how per-frame records are stored, "fp16"
-        or "int8" (half the bytes; vlrt/runtime/records.py)."""
+        None: as recorded, else auto), or "milvus", a Milvus collection at `milvus_uri` named
+        `milvus_collection` (vlrt/runtime/milvus.py; None: Milvus Lite in INDEX/milvus.db, and
+        "vlrt_videos" there, else a name derived from the index's path); `frames_dtype`: how per-frame records are stored, "fp16"
+        or "int8" (half the bytes; vlrt/runtime/records.py); `part`: (i, n) makes this index part i
+        of n, which embeds only the files whose path falls in that part and is merged with the
+        others later (vlrt/runtime/merge.py), recorded with the encoding options."""
+        from vlrt.runtime.merge import check_part, part_label
         from vlrt.runtime.runtime import Runtime
 
+        part = check_part(part) if part is not None else None
         rt = Runtime.load(bundle, backend=backend, precision=precision, engine=engine, token_merge=token_merge,
                           skip_similar=skip_similar, threads=threads)
         keep_frames = keep_frames or rt.multi_vector  # the model's scorer reads them
@@ -570,12 +638,15 @@ class Index:
         encoder = {"engine": info["engine"], "skip_similar": skip_similar, "mode": mode, "keep_frames": keep_frames}
         if frames_dtype == "int8":  # recorded only when not the default: older indexes compare equal
             encoder["frames_dtype"] = "int8"
+        if part is not None:  # likewise: an index that is not a part records none
+            encoder["part"] = part_label(part)
         writer = IndexWriter(path, bundle=bundle, manifest_sha256=sha256_file(Path(bundle) / MANIFEST),
-                             embed_dim=rt.embed_dim, encoder=encoder, engine=info, ann=ann)
+                             embed_dim=rt.embed_dim, encoder=encoder, engine=info, ann=ann,
+                             milvus_uri=milvus_uri, milvus_collection=milvus_collection)
         index = cls(Path(path), writer.meta, bundle=bundle)  # rows load when first used
         index._runtime = index._add_runtime = rt
         index._runtime_args, index._writer = (backend, precision, engine, threads), writer
-        index._embed_options = {"mode": mode, "keep_frames": keep_frames}
+        index._embed_options = {"mode": mode, "keep_frames": keep_frames, "part": part}
         return index
 
     @property
@@ -733,18 +804,29 @@ class Index:
         return self._frames
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        from vlrt.runtime import ann
+        from vlrt.runtime import ann, milvus
 
         if k == 0:
             return np.zeros((len(queries), 0)), np.zeros((len(queries), 0), np.int64)
-        return ann.search(self._load_faiss(), self.embeddings, queries, k)
+        index = self._load_faiss()
+        if isinstance(index, milvus.Store):
+            found = index.search(queries, k)
+            if found is not None:
+                return found
+            flat = self._flat()
+            if index.closed:  # the store changed since this Index read index.json, or failed
+                self._faiss = flat  # exact from now on; else only this search is past Milvus's top-k limit
+            index = flat
+        return ann.search(index, self.embeddings, queries, k)
 
     @property
     def ann_kind(self) -> str:
-        """The structure searches use: "flat", "hnsw" or "ivfpq" (vlrt/runtime/ann.py)."""
-        from vlrt.runtime import ann
+        """The structure searches use: "flat", "hnsw" or "ivfpq" (vlrt/runtime/ann.py), or
+        "milvus" (vlrt/runtime/milvus.py)."""
+        from vlrt.runtime import ann, milvus
 
-        return ann.kind_of(self._load_faiss())
+        index = self._load_faiss()
+        return "milvus" if isinstance(index, milvus.Store) else ann.kind_of(index)
 
     def _load_faiss(self):
         import faiss
@@ -752,21 +834,40 @@ class Index:
         if self._faiss is None:
             record = self.meta.get("ann") or {}
             path = self.root / "faiss.index"
-            if (record.get("kind") in ("hnsw", "ivfpq") and record.get("rows") == len(self)
-                    and record.get("rows_sha256") == rows_digest(self.rows) and path.is_file()):
+            current = record.get("rows") == len(self) and record.get("rows_sha256") == rows_digest(self.rows)
+            if current and record.get("kind") == "milvus":  # built by the last writer over exactly these rows
+                from vlrt.runtime import milvus
+
+                self._faiss = milvus.open_store(self.root, record)  # None: it cannot be used
+            elif current and record.get("kind") in ("hnsw", "ivfpq") and path.is_file():
                 self._faiss = faiss.read_index(str(path))  # built by the last writer over exactly these rows
-            else:  # exact, from the live rows just loaded (a copy), so never stale
-                index = faiss.IndexFlatIP(self.embeddings.shape[1])
-                index.add(np.ascontiguousarray(self.embeddings, np.float32))
-                self._faiss = index
+            if self._faiss is None:  # exact, from the live rows just loaded (a copy), so never stale
+                self._faiss = self._flat()
         return self._faiss
+
+    def _flat(self):
+        """An exact index over the live rows loaded (a copy)."""
+        import faiss
+
+        index = faiss.IndexFlatIP(self.embeddings.shape[1])
+        index.add(np.ascontiguousarray(self.embeddings, np.float32))
+        return index
+
+    def _drop_ann(self) -> None:
+        """Forget the vector index, closing the Milvus connection if it is one."""
+        from vlrt.runtime import milvus
+
+        if isinstance(self._faiss, milvus.Store):
+            self._faiss.close()
+        self._faiss = None
 
     def add(self, paths: Iterable[str], *, batch_size: int = 8, workers: int = 2, shard_size: int = 64,
             progress: ProgressCallback | None = None):
         """Embed `paths` (files, folders, globs, @lists; see vlrt.runtime.paths) into the index and
         return an `EmbedSummary`. Files already embedded and unchanged (size, mtime) are skipped,
         changed ones re-embedded, rows of deleted files dropped; a bad path is reported in the
-        summary, never raised. `progress(EmbedEvent)` is called as files finish."""
+        summary, never raised. An index made as a part embeds only the files of its part.
+        `progress(EmbedEvent)` is called as files finish."""
         from vlrt.runtime.corpus import embed_into
 
         summary = embed_into(self._writer_for_add(), self._runtime_for_add(), paths, batch_size=batch_size,
@@ -794,11 +895,13 @@ class Index:
 
     def prune(self, *, compact: bool = True) -> int:
         """Drop the rows of files that no longer exist; returns how many. With `compact`, also
-        rewrite the shards without dead rows."""
+        rewrite the shards without dead rows. A part (`create(..., part=)`) drops only rows of
+        its own files."""
         from vlrt.runtime.corpus import drop_deleted
+        from vlrt.runtime.merge import recorded_part
 
         writer = self._writer_for_add()
-        dropped = len(drop_deleted(writer))
+        dropped = len(drop_deleted(writer, part=recorded_part(self.meta)))
         if compact:
             writer.compact()
         writer.build_faiss()
@@ -818,9 +921,10 @@ class Index:
         return self._writer
 
     def _runtime_for_add(self):
-        """An opened index adds with the recorded engine, frame skipping, preprocessing mode and
-        per-frame embeddings."""
+        """An opened index adds with the recorded engine, frame skipping, preprocessing mode,
+        per-frame embeddings and part."""
         if self._add_runtime is None:
+            from vlrt.runtime.merge import recorded_part
             from vlrt.runtime.runtime import Runtime
 
             encoder = self.meta.get("encoder") or {}
@@ -828,7 +932,8 @@ class Index:
             key = self.engine["engine"]
             self._add_runtime = Runtime.load(bundle, backend=self._engine_backend(bundle) if key else None,
                                              engine=key, skip_similar=encoder.get("skip_similar"))
-            self._embed_options = {"mode": encoder.get("mode", "exact"), "keep_frames": kept_frames(self.root, self.meta)}
+            self._embed_options = {"mode": encoder.get("mode", "exact"), "keep_frames": kept_frames(self.root, self.meta),
+                                   "part": recorded_part(self.meta)}
             if self._runtime is None:  # the same engine encodes queries by default: no second load
                 self._runtime = self._add_runtime
         return self._add_runtime
@@ -836,5 +941,5 @@ class Index:
     def _reload(self) -> None:
         self.meta = read_meta(self.root)
         self._data = None
-        self._faiss = None
+        self._drop_ann()
         self._frames = None

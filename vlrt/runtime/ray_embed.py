@@ -1,8 +1,8 @@
 """Embedding a corpus into an index on a Ray cluster (Ray Data), for `vlrt embed --ray`.
 
-The driver plans as `Index.add` does (vlrt.runtime.corpus: path expansion, skipping files embedded
-before and unchanged, dropping rows of deleted files), then runs one Ray Data pipeline over the
-files left:
+The driver plans as `Index.add` does (vlrt.runtime.corpus: path expansion, only the files of the
+index's part when it is one, skipping files embedded before and unchanged, dropping rows of
+deleted files), then runs one Ray Data pipeline over the files left:
 
     file list ─► decode tasks (CPU: `ClipLoader`, one video per block)
               ─► an actor pool of encoders (one `Runtime` per actor, made once; one GPU each where
@@ -41,7 +41,8 @@ from typing import Any
 import numpy as np
 
 from vlrt.errors import VlrtError
-from vlrt.runtime.corpus import EmbedEvent, EmbedSummary, _as_given, _plan, _Run, drop_deleted
+from vlrt.runtime.corpus import EmbedEvent, EmbedSummary, _as_given, _plan, _Run, drop_deleted, own_sources
+from vlrt.runtime.merge import part_label
 from vlrt.runtime.paths import Source, expand_paths
 
 PARTS = "ray"  # INDEX/ray/: the Parquet parts of runs not yet fully merged
@@ -283,9 +284,11 @@ def embed_on_ray(index, paths: Iterable[str], *, address: str | None = None, act
     info = rt.engine_info
     engine_key = info["engine"]
 
+    part = options.get("part")
     found = expand_paths(paths)
+    other_parts = own_sources(found, part)
     live = {path: row for path, (_, _, row) in writer.scan().live.items()}
-    dropped = len(drop_deleted(writer, live))
+    dropped = len(drop_deleted(writer, live, part=part))
     todo, unchanged = _plan(found.sources, live)
     writer.clear_errors(unchanged)
     run = _Run(writer, keep_frames=keep_frames, shard_size=shard_size, total=len(todo) + len(found.rejected),
@@ -296,7 +299,8 @@ def embed_on_ray(index, paths: Iterable[str], *, address: str | None = None, act
     by_path = {s.path: s for s in todo}
     merged: set[str] = set()
     stages = _Stages()
-    summary = RayEmbedSummary(index=str(writer.root), actors=actors, engine=info)
+    summary = RayEmbedSummary(index=str(writer.root), actors=actors, engine=info,
+                              part=part_label(part) if part else None, other_parts=other_parts)
 
     def merge(part: str, rows: list[dict[str, Any]]) -> None:
         taken = []
