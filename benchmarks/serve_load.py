@@ -56,13 +56,13 @@ def rss_mb(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, index: Path, *flags: str) -> None:
+    def __init__(self, index: Path, *flags: str, start_s: float = 120) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "vlrt.cli.main", "serve", "--index", str(index), "--port", str(self.port), *flags]
         self.log = open(index.parent / f"server-{self.port}.log", "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + start_s
         while True:
             try:
                 with urllib.request.urlopen(f"{self.url}/readyz", timeout=5) as r:

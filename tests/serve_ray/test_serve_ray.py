@@ -1,7 +1,7 @@
-"""`vlrt serve --ray`: the service on Ray Serve, two replicas on a local cluster (2 CPUs), answers
-the service's API as `vlrt serve` does (same embeddings and search results as the library), with
-the API key, and batches concurrent requests through `@serve.batch` on each replica. One
-deployment serves the whole module (starting replicas is the slow part)."""
+"""`vlrt serve --ray`: the service on Ray Serve, two autoscaled replicas on a local cluster
+(2 CPUs), answers the service's API as `vlrt serve` does (same embeddings and search results as
+the library), with the API key, and batches concurrent requests through `@serve.batch` on each
+replica. One deployment serves the whole module (starting replicas is the slow part)."""
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -52,7 +52,10 @@ def deployed(tmp_path_factory):
 
     def run() -> None:
         try:
-            serve_on_ray(config, Scaling(replicas=2, cpus=0.5), stop=stop, ready=lambda url: up.set())
+            # autoscaling between 2 and 2: Ray Serve takes vlrt's autoscaling settings, and the
+            # replica count stays known (the command-line test deploys a fixed count)
+            serve_on_ray(config, Scaling(min_replicas=2, max_replicas=2, target_ongoing=4, cpus=0.5), stop=stop,
+                         ready=lambda url: up.set())
         except BaseException as exc:  # noqa: BLE001 - reported by the fixture
             failed.append(exc)
             up.set()

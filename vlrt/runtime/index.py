@@ -610,8 +610,9 @@ class Index:
     def create(cls, path: str | Path, bundle: str | Path, *, backend: str | None = None,
                precision: str | None = None, engine: str | None = None, token_merge: int = 0,
                skip_similar: float | None = None, mode: str = "exact", keep_frames: bool = False,
-               part: tuple[int, int] | None = None, threads: int | None = None, ann: str | None = None, frames_dtype: str = "fp16",
-               milvus_uri: str | None = None, milvus_collection: str | None = None) -> "Index":
+               part: tuple[int, int] | None = None, threads: int | None = None, ann: str | None = None,
+               frames_dtype: str = "fp16", milvus_uri: str | None = None,
+               milvus_collection: str | None = None) -> "Index":
         """Make an index directory for `bundle` (or reopen it to add more: the same bundle and
         encoding options, else VlrtError) and load the bundle with these options (see
         `Runtime.load`). `mode`: preprocessing, "exact" or "fast"; `keep_frames`: also store
@@ -619,10 +620,11 @@ class Index:
         index searches use, "auto" (by size), "flat", "hnsw" or "ivfpq" (vlrt/runtime/ann.py;
         None: as recorded, else auto), or "milvus", a Milvus collection at `milvus_uri` named
         `milvus_collection` (vlrt/runtime/milvus.py; None: Milvus Lite in INDEX/milvus.db, and
-        "vlrt_videos" there, else a name derived from the index's path); `frames_dtype`: how per-frame records are stored, "fp16"
-        or "int8" (half the bytes; vlrt/runtime/records.py); `part`: (i, n) makes this index part i
-        of n, which embeds only the files whose path falls in that part and is merged with the
-        others later (vlrt/runtime/merge.py), recorded with the encoding options."""
+        "vlrt_videos" there, else a name derived from the index's path); `frames_dtype`: how
+        per-frame records are stored, "fp16" or "int8" (half the bytes; vlrt/runtime/records.py);
+        `part`: (i, n) makes this index part i of n, which embeds only the files whose path falls
+        in that part and is merged with the others later (vlrt/runtime/merge.py), recorded with
+        the encoding options."""
         from vlrt.runtime.merge import check_part, part_label
         from vlrt.runtime.runtime import Runtime
 
