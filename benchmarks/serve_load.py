@@ -96,6 +96,28 @@ def sample_rss(pid: int, stop: threading.Event, out: list[float]) -> None:
         stop.wait(0.25)
 
 
+def prepare(work: Path, videos: int, say) -> tuple[Path, Path, list[str], list[str]]:
+    """(bundle, index, clips, queries) under `work`: the embedded model's bundle, `videos`
+    synthetic test clips and an index of them (made once), and 64 test captions."""
+    from vlrt.assets import unpack_default_bundle
+    from vlrt.bench.quality import write_gallery
+    from vlrt.bench.synth import gallery
+    from vlrt.runtime.index import Index
+
+    work.mkdir(parents=True, exist_ok=True)
+    bundle = work / "bundle"
+    if not (bundle / "vlrt.json").is_file():
+        unpack_default_bundle(bundle)
+    say("writing clips ...")
+    clips, _ = write_gallery(work / "clips", videos)
+    index = work / "index"
+    if not (index / "index.json").is_file():
+        say("embedding the index ...")
+        with Index.create(index, bundle) as ix:
+            ix.add(clips)
+    return bundle, index, clips, [s.caption for s, _ in list(gallery("test"))[:64]]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="/tmp/vlrt-serve-bench")
@@ -105,24 +127,7 @@ def main() -> None:
     p.add_argument("-o", "--out", default=str(RESULTS / "serve-cpu.json"))
     args = p.parse_args()
     say = stages()
-    from vlrt.assets import unpack_default_bundle
-    from vlrt.bench.quality import write_gallery
-    from vlrt.bench.synth import gallery
-    from vlrt.runtime.index import Index
-
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    bundle = work / "bundle"
-    if not (bundle / "vlrt.json").is_file():
-        unpack_default_bundle(bundle)
-    say("writing clips ...")
-    clips, scenes = write_gallery(work / "clips", args.videos)
-    index = work / "index"
-    if not (index / "index.json").is_file():
-        say("embedding the index ...")
-        with Index.create(index, bundle) as ix:
-            ix.add(clips)
-    queries = [s.caption for s, _ in list(gallery("test"))[:64]]
+    bundle, index, clips, queries = prepare(Path(args.work), args.videos, say)
     scale = 0.1 if args.quick else 1.0
     result = {"machine": machine(), "videos": len(clips), "model": "the embedded model (vlrt/assets)",
               "quick": args.quick}

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from common import RESULTS, machine, stages, write_result
-from serve_load import Server
+from serve_load import Server, prepare
 
 from vlrt.bench import serve as load
 
@@ -35,22 +35,7 @@ def main() -> None:
     p.add_argument("-o", "--out", default=str(RESULTS / "serve-ray-cpu.json"))
     args = p.parse_args()
     say = stages()
-    from vlrt.assets import unpack_default_bundle
-    from vlrt.bench.quality import write_gallery
-    from vlrt.bench.synth import gallery
-    from vlrt.runtime.index import Index
-
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    bundle = work / "bundle"
-    if not (bundle / "vlrt.json").is_file():
-        unpack_default_bundle(bundle)
-    clips, _ = write_gallery(work / "clips", args.videos)
-    index = work / "index"
-    if not (index / "index.json").is_file():
-        with Index.create(index, bundle) as ix:
-            ix.add(clips)
-    queries = [s.caption for s, _ in list(gallery("test"))[:64]]
+    _, index, clips, queries = prepare(Path(args.work), args.videos, say)
     scale = 0.1 if args.quick else 1.0
     result = {"machine": machine(), "videos": len(clips), "model": "the embedded model (vlrt/assets)",
               "quick": args.quick, "servers": []}
