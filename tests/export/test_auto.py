@@ -12,7 +12,13 @@ from vlrt.build import auto
 from vlrt.build.auto import build_auto
 from vlrt.errors import VlrtError
 from vlrt.runtime import backends
-from vlrt.runtime.bundle import AUTO_FILE, ENGINES
+from vlrt.runtime.bundle import AUTO_FILE, ENGINES, machine_fingerprint
+
+
+def ov_native_bf16() -> bool:
+    from vlrt.runtime.backends.ov import native_bf16
+
+    return native_bf16(machine_fingerprint())
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +51,15 @@ def test_every_cpu_candidate_is_tried_and_the_fastest_passing_is_chosen(built):
     assert entry["measure"]["source"] == "calibration videos" and entry["measure"]["gallery_videos"] == 3
     if "openvino" in backends.names():
         assert any(c["backend"] == "openvino" for c in entry["candidates"])
+        fallback = by_name["openvino int8 static + bf16 fallback"]
+        assert fallback["settings"]["int8_fallback"] == "bf16"
+        if not backends.get("openvino").available():
+            assert fallback["status"].startswith("not installed")
+        elif ov_native_bf16():
+            assert fallback["key"] not in (None, by_name["openvino int8 static"]["key"])
+            assert fallback["validation_min_cosine"] >= 0.99
+        else:
+            assert fallback["status"].startswith("refused: --int8-fallback bf16 needs a CPU with native bf16")
 
 
 def test_load_uses_this_machines_choice(built):

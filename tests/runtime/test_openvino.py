@@ -211,16 +211,70 @@ def test_bf16_engine_plumbing(bundle, monkeypatch):
                 if json.loads(e.read_text())["precision"] == "bf16"]
 
 
+def test_bf16_engine_on_a_cpu_with_it(bundle):
+    if not ov_backend.native_bf16(machine_fingerprint()):
+        pytest.skip("this CPU has no native bf16 (the plumbing and the refusal are tested above)")
+    result = build_engine(bundle, backend="openvino", precision="bf16")
+    m = result.manifest
+    assert m["options"] == {"inference_precision": "bf16"} and m["validation"]["gate"] == "passed"
+    assert m["validation"]["max_abs_diff"] > 1e-6  # computed in bf16, not f32
+    rt = Runtime.load(bundle, backend="openvino", precision="bf16")
+    assert rt.engine.key == result.key
+    pixels, mask = frames(3)
+    ref = Runtime.load(bundle, backend="ort-cpu")
+    assert cosines(rt.encode_frames(pixels, mask), ref.encode_frames(pixels, mask)).min() >= 0.99
+    with ov_backend.runners({"text": result.engine_dir / "text.onnx"}, m["options"], 1)["text"] as runner:
+        assert runner.inference_precision == "bf16"
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"precision": "int8", "int8_mode": "dynamic"}, "OpenVINO int8 comes from NNCF calibration on your videos"),
     ({"precision": "int8"}, "openvino int8 is calibrated on videos .*pass --calib DIR"),
     ({"precision": "fp16"}, "fp16 is not a CPU precision"),
     ({"precision": "bf16", "calib": "x"}, "--calib is used only by"),
     ({"precision": "fp32", "fuse_attention": True}, "--fuse-attention makes ONNX Runtime CPU's Attention op"),
+    ({"precision": "bf16", "int8_fallback": "bf16"}, "--int8-fallback bf16 applies to --precision int8, not bf16"),
 ])
 def test_refused_settings(bundle, kwargs, message):
     with pytest.raises(VlrtError, match=message):
         build_engine(bundle, backend="openvino", **kwargs)
+
+
+def test_int8_fallback_bf16_is_openvinos_and_needs_native_bf16(bundle, calib, monkeypatch):
+    with pytest.raises(VlrtError, match="the ort-cpu backend computes what int8 leaves unquantized in fp32 only; "
+                                        "openvino offers bf16"):
+        build_engine(bundle, backend="ort-cpu", precision="int8", int8_fallback="bf16")
+    import vlrt.runtime.bundle as bundle_module
+
+    real = bundle_module.machine_fingerprint
+    monkeypatch.setattr(bundle_module, "machine_fingerprint",
+                        lambda: {**real(), "isa": [f for f in real()["isa"] if f not in ov_backend.engine.BF16_FLAGS]})
+    before = sorted(os.listdir(bundle))
+    with pytest.raises(VlrtError, match=r"--int8-fallback bf16 needs a CPU with native bf16 .* use the fp32 fallback"):
+        build_engine(bundle, backend="openvino", precision="int8", calib=calib, int8_fallback="bf16")
+    assert sorted(os.listdir(bundle)) == before  # refused before any work
+
+
+def test_int8_with_the_bf16_fallback(bundle, calib, int8, tmp_path, monkeypatch):
+    """On a CPU with native bf16: the same NNCF IR, compiled with inference precision bf16 for
+    what it leaves unquantized; its own engine, never the default int8 one."""
+    if not ov_backend.native_bf16(machine_fingerprint()):
+        pytest.skip("this CPU has no native bf16 (the refusal is tested above)")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    result = build_engine(bundle, backend="openvino", precision="int8", calib=calib, int8_fallback="bf16")
+    m, default = result.manifest, int8[0]
+    assert m["options"] == {**default.manifest["options"], "inference_precision": "bf16"} and result.key != default.key
+    assert m["validation"]["gate"] == "passed" and m["validation"]["min_cosine"] >= 0.99
+    assert Runtime.load(bundle, backend="openvino", precision="int8").engine.key == default.key  # the fp32 fallback
+    rt = Runtime.load(bundle, backend="openvino", engine=result.key)
+    assert "bf16 fallback" in rt.engine.describe()
+    ref = Runtime.load(bundle, backend="ort-cpu")
+    pixels, mask = frames(2)
+    assert cosines(rt.encode_frames(pixels, mask), ref.encode_frames(pixels, mask)).min() >= 0.99
+    assert cosines(rt.encode_text(TEXT), ref.encode_text(TEXT)).min() >= 0.99
+    runners = ov_backend.runners({"text": result.engine_dir / "text.xml"}, m["options"], 1)
+    with runners["text"] as runner:
+        assert runner.inference_precision == "bf16"  # what OpenVINO compiled, not only what was asked
 
 
 def test_a_modified_bin_is_refused(int8, tmp_path):

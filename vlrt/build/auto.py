@@ -2,9 +2,10 @@
 that holds the quality gate becomes the bundle's default on this machine.
 
 Candidates come from the backend registry: each available CPU backend's precisions and int8
-modes (static int8 only with calibration videos), with and without the structural passes it
-accepts (attention fusion; token merging only when asked, since it is lossy), and fp32 on the
-bundle's own graphs. Each is built as `vlrt build` builds it (cosine gate >= 0.99 per embedding
+modes (static int8 only with calibration videos), its int8 fallbacks (OpenVINO: the ops int8
+leaves unquantized computed in bf16, on CPUs with native bf16), with and without the structural
+passes it accepts (attention fusion; token merging only when asked, since it is lossy), and fp32
+on the bundle's own graphs. Each is built as `vlrt build` builds it (cosine gate >= 0.99 per embedding
 on the validation feeds), then all are timed on the same frames, interleaved round by round
 (each round times every candidate once; the median round counts), through `Runtime` itself, so
 what is timed is what will run (packed frames included). With a labelled gallery, a candidate
@@ -68,6 +69,8 @@ def candidates(*, calib: str | Path | None, token_merge: Sequence[int] = (),
                 variants = [(label, base)]
                 if "fuse-attention" in spec.structural_passes and mode != "static":
                     variants.append((label + " + fused attention", {**base, "fuse_attention": True}))
+                if precision == "int8":
+                    variants += [(label + f" + {f} fallback", {**base, "int8_fallback": f}) for f in spec.int8_fallbacks]
                 if "token-merge" in spec.structural_passes:
                     variants += [(label + f" + token merge {r}", {**base, "token_merge": r}) for r in token_merge]
                 for vname, settings in variants:

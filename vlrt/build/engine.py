@@ -22,8 +22,9 @@ OpenVINO's `OvEngineBuild`), an object with:
                                     engine's options, or None for ONNX Runtime CPU
     accepts_plugins = True          optional: --plugin applies
     owns_precision = True           optional: the artifacts make the precision; no ONNX precision
-                                    pass runs, and `precision_options(precision, int8_mode)`
-                                    gives the precision's engine options (see _plan_precision)
+                                    pass runs, and `precision_options(precision, int8_mode,
+                                    fallback=)` gives the precision's engine options (see
+                                    _plan_precision)
 """
 from __future__ import annotations
 
@@ -106,17 +107,20 @@ def build_engine(
     plugins: Sequence[str | Path] = (),
     token_merge: int = 0,
     fuse_attention: bool = False,
+    int8_fallback: str | None = None,
 ) -> BuildResult:
     """Build (or reuse) the engine for these settings on this machine; raises VlrtError when the
     built graphs fail the cosine gate (unless `gate=False`, which records it as skipped).
 
     None means the default: the best backend here; int8 on ort-cpu and fp16 on ort-cuda; dynamic
-    int8 on ort-cpu and static (Q/DQ) on ort-cuda.
+    int8 on ort-cpu and static (Q/DQ) on ort-cuda. `int8_fallback`: the precision an int8 engine
+    computes its unquantized ops in, "fp32" (the default) or "bf16" (openvino, on CPUs with native
+    bf16).
     """
     spec = backends.resolve(backend)  # a backend whose packages are missing fails before any work
     bundle = Bundle.open(bundle_dir)
     plan = plan_build(bundle, backend=spec.name, precision=precision, int8_mode=int8_mode, calib=calib, plugins=plugins,
-                      token_merge=token_merge, fuse_attention=fuse_attention)
+                      token_merge=token_merge, fuse_attention=fuse_attention, int8_fallback=int8_fallback)
     if plan.precision == "fp32" and not plan.backend.needs_engine and not plan.graph_passes:
         return BuildResult(None, None, {"backend": plan.backend.name, "precision": "fp32",
                                         "note": "fp32 runs the bundle's own graphs; nothing to build"}, False, {})
@@ -165,7 +169,7 @@ def _reuse(target: Path, *, gate: bool, progress: Callable[[str], None]) -> Buil
 
 def plan_build(bundle: Bundle, *, backend: str | None, precision: str | None, int8_mode: str | None,
                calib: str | Path | None, plugins: Sequence[str | Path] = (), token_merge: int = 0,
-               fuse_attention: bool = False) -> _Plan:
+               fuse_attention: bool = False, int8_fallback: str | None = None) -> _Plan:
     """Resolve the defaults and refuse contradictory settings, before any work is done.
 
     Structural passes come first: token merging (video graph) and attention fusion (ort-cpu, fp32
@@ -178,7 +182,7 @@ def plan_build(bundle: Bundle, *, backend: str | None, precision: str | None, in
     from vlrt.build.passes.tome import vision_tokens
 
     plan = _plan_precision(bundle, backend=backends.resolve(backend), precision=precision, int8_mode=int8_mode,
-                           calib=calib, plugins=plugins)
+                           calib=calib, plugins=plugins, int8_fallback=int8_fallback)
     if token_merge < 0:
         raise VlrtError(f"--token-merge {token_merge}: must be >= 0 (tokens merged per vision block)")
     if token_merge and "token-merge" not in plan.backend.structural_passes:
@@ -202,15 +206,17 @@ def plan_build(bundle: Bundle, *, backend: str | None, precision: str | None, in
 
 
 def _plan_precision(bundle: Bundle, *, backend: Backend, precision: str | None, int8_mode: str | None,
-                    calib: str | Path | None, plugins: Sequence[str | Path] = ()) -> _Plan:
+                    calib: str | Path | None, plugins: Sequence[str | Path] = (),
+                    int8_fallback: str | None = None) -> _Plan:
     """The precision pass and its options. Reduced precision comes from the graph: an fp16 graph,
     dynamic int8 (ORT CPU), or calibrated Q/DQ (symmetric for GPU backends, which TensorRT
     requires; asymmetric uint8 activations on the CPU, ORT's fast u8*s8 path).
 
     A backend's build hook may make the precision itself instead (`owns_precision`, OpenVINO):
-    no ONNX precision pass runs, its `precision_options(precision, int8_mode)` are the engine's
-    options (it may refuse there, before any work), and static int8 still takes the --calib
-    videos, recorded in the options and engine.json as for Q/DQ, and handed to its artifacts."""
+    no ONNX precision pass runs, its `precision_options(precision, int8_mode, fallback)` are the
+    engine's options (it may refuse there, before any work), and static int8 still takes the
+    --calib videos, recorded in the options and engine.json as for Q/DQ, and handed to its
+    artifacts. An int8 fallback other than fp32 is the backend's to make (`int8_fallbacks`)."""
     from vlrt.build.passes import DynamicInt8, Fp16Graph, StaticInt8QDQ
 
     hook = backend.build
@@ -225,9 +231,16 @@ def _plan_precision(bundle: Bundle, *, backend: Backend, precision: str | None, 
                         f"{backend.name} has no int8 mode {mode!r}; available: {', '.join(backend.int8_modes)}")
     if calib is not None and (precision != "int8" or mode != "static"):
         raise VlrtError("--calib is used only by --precision int8 --int8-mode static")
+    fallback = None if int8_fallback in (None, "fp32") else int8_fallback
+    if int8_fallback is not None and precision != "int8":
+        raise VlrtError(f"--int8-fallback {int8_fallback} applies to --precision int8, not {precision}")
+    if fallback is not None and fallback not in backend.int8_fallbacks:
+        offer = [b.name for b in map(backends.get, backends.names()) if fallback in b.int8_fallbacks]
+        raise VlrtError(f"--int8-fallback {fallback}: the {backend.name} backend computes what int8 leaves "
+                        f"unquantized in fp32 only" + (f"; {', '.join(offer)} offers {fallback}" if offer else ""))
     base = hook.options(plugins) if hook is not None else {}
     if getattr(hook, "owns_precision", False):
-        options = hook.precision_options(precision, mode if precision == "int8" else None)
+        options = hook.precision_options(precision, mode if precision == "int8" else None, fallback=fallback)
         if precision != "int8" or mode != "static":
             return _Plan(backend, precision, {**options, **base}, {}, [])
         if calib is None:

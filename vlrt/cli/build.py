@@ -30,14 +30,17 @@ graphs: fp16 (default) from the fp16 graph, int8 from symmetric Q/DQ (--calib DI
 key then also holds the TensorRT version and the GPU. See docs/tensorrt.md.
 
 --backend openvino (needs vlrt[openvino]) runs on the CPU with OpenVINO: int8 (default) is
-OpenVINO IR quantized by NNCF on --calib DIR videos (static only), bf16 as above, fp32 the
-bundle's graphs; the key also holds the OpenVINO and NNCF versions. See docs/build.md.
+OpenVINO IR quantized by NNCF on --calib DIR videos (static only), computing what it leaves
+unquantized in fp32, or in bf16 with --int8-fallback bf16 (CPUs with native bf16), bf16 as
+above, fp32 the bundle's graphs; the key also holds the OpenVINO and NNCF versions. See
+docs/build.md.
 
 Every build is checked against the bundle's fp32 graphs: the min cosine per embedding must be
 >= 0.99, or nothing is written (--no-gate keeps it and records the gate as skipped).
 
 --auto builds every candidate this machine's CPU backends offer (fp32, int8 dynamic and, with
---calib, static, with and without attention fusion; OpenVINO's when vlrt[openvino] is installed;
+--calib, static, with and without attention fusion; OpenVINO's when vlrt[openvino] is installed,
+int8 with the bf16 fallback included;
 token merging only with --token-merge R), times each here through the runtime on the same frames
 (interleaved rounds), refuses those below the cosine gate or, with --gallery, more than 0.5 point
 of Recall@1 below fp32, and records the fastest as this machine's default in
@@ -64,6 +67,9 @@ def register(sub) -> None:
     p.add_argument("--int8-mode", choices=["dynamic", "static"],
                    help="default: dynamic on ort-cpu, static on ort-cuda and openvino")
     p.add_argument("--calib", metavar="DIR", help="videos to calibrate --int8-mode static on")
+    p.add_argument("--int8-fallback", choices=["fp32", "bf16"],
+                   help="precision of the ops an int8 engine leaves unquantized (default fp32; bf16: openvino, "
+                        "on CPUs with native bf16)")
     p.add_argument("--no-gate", action="store_true",
                    help="keep an engine below the cosine gate (recorded as skipped)")
     p.add_argument("--force", action="store_true", help="rebuild even if this engine exists")
@@ -96,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     result = build_engine(args.bundle, backend=args.backend, precision=args.precision, int8_mode=args.int8_mode,
                           calib=args.calib, overwrite=args.force, gate=not args.no_gate, progress=Stages(),
                           plugins=args.plugin, token_merge=args.token_merge,
-                          fuse_attention=args.fuse_attention)
+                          fuse_attention=args.fuse_attention, int8_fallback=args.int8_fallback)
     m = result.manifest
     if args.json:
         print_json({"engine": str(result.engine_dir) if result.engine_dir else None, "key": result.key,
@@ -128,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
 def run_auto(args: argparse.Namespace) -> int:
     from vlrt.build.auto import build_auto
 
-    for flag in ("precision", "int8_mode", "plugin", "fuse_attention", "force", "no_gate"):
+    for flag in ("precision", "int8_mode", "int8_fallback", "plugin", "fuse_attention", "force", "no_gate"):
         if getattr(args, flag):
             raise VlrtError(f"--{flag.replace('_', '-')} chooses one engine; --auto tries them all")
     gallery = read_gallery(Path(args.gallery)) if args.gallery else None

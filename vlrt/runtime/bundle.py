@@ -208,12 +208,13 @@ class Engine:
 
     def is_default(self, backend: Any) -> bool:
         """Built with the backend's default options for its precision: no structural pass beyond
-        token merging, and the default int8 mode."""
+        token merging, the default int8 mode and the fp32 fallback."""
         opts = self.options()
         passes = [p.get("name") for ps in opts.get("graph_passes", {}).values() for p in ps]
         if any(p != "token-merge" for p in passes):
             return False
-        return self.precision != "int8" or opts.get("mode", "static") == backend.default_int8_mode
+        return self.precision != "int8" or (opts.get("mode", "static") == backend.default_int8_mode
+                                            and opts.get("inference_precision", "f32") == "f32")
 
     def describe(self) -> str:
         """One line: key, backend, precision and the options that matter to a user."""
@@ -221,6 +222,8 @@ class Engine:
         parts = [self.manifest.get("backend"), self.precision]
         if self.precision == "int8" and "mode" in opts:
             parts.append(f"{opts['mode']} int8")
+        if self.precision == "int8" and opts.get("inference_precision", "f32") != "f32":
+            parts.append(f"{opts['inference_precision']} fallback")
         parts += [p["name"] + (f" {p['token_merge']}" if "token_merge" in p else "")
                   for p in opts.get("graph_passes", {}).get("video", [])]
         return f"engine {self.key} ({', '.join(str(p) for p in parts)})"

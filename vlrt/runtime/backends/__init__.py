@@ -42,6 +42,8 @@ class Backend:
     needs_engine: bool = False  # runs only built engines (never the bundle's own ONNX graphs)
     auto_rank: int = 0  # `backend=None` picks the highest-ranked available backend; < 0: by name only
     structural_passes: tuple[str, ...] = ("token-merge",)  # opt-in graph passes it accepts
+    # precisions besides fp32 that an int8 engine may compute its unquantized ops in (--int8-fallback)
+    int8_fallbacks: tuple[str, ...] = ()
     build: Any = None  # optional hook object: extra build options, and artifacts from the passed graphs
     notes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # precision -> refusal reason
     # (video graph file, its sha256, the outputs the head keeps) -> (tower file, head file, features
@@ -136,7 +138,8 @@ def _register_builtin() -> None:
         precisions=("fp32", "bf16", "int8"), default_precision="int8", int8_modes=("static",),
         runners=lambda *a: ov.runners(*a), available=ov.available, require=ov.require,
         key_versions=lambda: ov.versions(), auto_rank=-1,
-        structural_passes=("token-merge",), build=ov.BUILD, split_video=lambda *a: ov.split_video(*a),
+        structural_passes=("token-merge",), int8_fallbacks=("bf16",), build=ov.BUILD,
+        split_video=lambda *a: ov.split_video(*a),
         notes={"fp16": "fp16 is not a CPU precision: OpenVINO's CPU plugin computes in f32, bf16 (on CPUs with "
                        "avx512_bf16 or amx_bf16) or int8; use --precision int8 (with --calib DIR), bf16 or fp32",
                "dynamic": "OpenVINO int8 comes from NNCF calibration on your videos: use --int8-mode static "

@@ -6,7 +6,9 @@ as the ONNX graphs plus the inference precision OpenVINO compiles them with.
           int8 weights and activations for the transformer MatMuls) on feeds from the --calib
           videos (`FrameCalibration`) and the calibration captions (`CaptionCalibration`); the
           patch embedding and the embedding tail stay fp32, as in the ONNX int8 passes. Written
-          as IR: video.xml + video.bin, text.xml + text.bin. Runs with inference precision f32.
+          as IR: video.xml + video.bin, text.xml + text.bin. Runs with inference precision f32,
+          or bf16 with --int8-fallback bf16 (the ops NNCF left unquantized computed in bf16; CPUs
+          with native bf16 only).
     bf16  the ONNX graphs as passed (the bundle's own, linked), with the option
           `inference_precision: bf16`; only on CPUs with native bf16 (avx512_bf16 or amx_bf16),
           since OpenVINO runs bf16 in f32 elsewhere.
@@ -52,21 +54,25 @@ class OvEngineBuild:
     def options(self, plugins: Sequence[str | Path]) -> dict[str, Any]:
         return {}
 
-    def precision_options(self, precision: str, int8_mode: str | None) -> dict[str, Any]:
-        """What makes the precision, as engine options. bf16 is refused here, before any work,
-        on a CPU without native bf16."""
+    def precision_options(self, precision: str, int8_mode: str | None, *, fallback: str | None = None) -> dict[str, Any]:
+        """What makes the precision, as engine options. bf16, and int8 with `fallback` "bf16"
+        (what int8 leaves unquantized computed in bf16), are refused here, before any work, on a
+        CPU without native bf16."""
         from vlrt.runtime.bundle import machine_fingerprint
 
-        if precision == "bf16":
+        if precision == "bf16" or fallback == "bf16":
             machine = machine_fingerprint()
             if not native_bf16(machine):
                 isa = ", ".join(machine["isa"]) or "none listed"
-                raise VlrtError(f"--precision bf16 needs a CPU with native bf16 ({' or '.join(BF16_FLAGS)}); this one "
+                flag = "--precision bf16" if precision == "bf16" else "--int8-fallback bf16"
+                instead = "--precision int8 (with --calib DIR) or fp32" if precision == "bf16" else "the fp32 fallback"
+                raise VlrtError(f"{flag} needs a CPU with native bf16 ({' or '.join(BF16_FLAGS)}); this one "
                                 f"({machine['cpu']}; ISA flags: {isa}) has neither, and OpenVINO would compute the "
-                                "engine in f32: use --precision int8 (with --calib DIR) or fp32")
-            return {"inference_precision": "bf16"}
+                                f"engine in f32: use {instead}")
+            if precision == "bf16":
+                return {"inference_precision": "bf16"}
         if precision == "int8":
-            return dict(INT8_OPTIONS)
+            return {**INT8_OPTIONS, "inference_precision": "bf16" if fallback == "bf16" else "f32"}
         return {}
 
     def artifacts(self, bundle: Any, precision: str, options: dict[str, Any], out: Path,
@@ -102,8 +108,6 @@ class OvEngineBuild:
         from vlrt.runtime.tokenizer import ClipTokenizer
 
         ov, nncf = import_openvino(), import_nncf()
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
-
         t0 = time.perf_counter()
         src = out / entry["file"]
         graph = onnx.load(str(src))
@@ -122,10 +126,7 @@ class OvEngineBuild:
         progress(f"NNCF: quantizing the {name} graph ({samples} calibration batches)")
         with _nncf_off_stdout():
             quantized = nncf.quantize(model, nncf.Dataset(_Samples(reader)), subset_size=samples,
-                                      model_type=nncf.ModelType.TRANSFORMER,
-                                      ignored_scope=nncf.IgnoredScope(names=ignored),
-                                      advanced_parameters=AdvancedQuantizationParameters(
-                                          smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1)))  # -1: off
+                                      **quantize_settings(ignored))
         if features is not None:  # where the split (split.py) cuts this graph
             quantized.set_rt_info(features, FEATURES_RT_INFO)
         xml = out / f"{name}.xml"
@@ -146,6 +147,19 @@ class OvEngineBuild:
         if features is not None:
             built["features"] = features
         return built
+
+
+def quantize_settings(ignored: Sequence[str], *, smooth_quant: bool = False) -> dict[str, Any]:
+    """`nncf.quantize`'s keywords for vlrt's OpenVINO int8: a transformer, the `ignored` ops
+    (by friendly name) kept fp32, SmoothQuant off unless asked (`benchmarks/ov_int8_settings.py`
+    times each setting against NNCF's defaults)."""
+    nncf = import_nncf()
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    advanced = AdvancedQuantizationParameters() if smooth_quant else \
+        AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1))  # -1: off
+    return {"model_type": nncf.ModelType.TRANSFORMER, "ignored_scope": nncf.IgnoredScope(names=list(ignored)),
+            "advanced_parameters": advanced}
 
 
 def import_nncf():
