@@ -195,7 +195,8 @@ def markdown(result: dict) -> str:
                   "OpenVINO int8.", "", "Candidates as `build_auto` saw them (its own interleaved timing):", "",
                   "| candidate | status | frames/s | build s |", "|---|---|---|---|"]
         for c in m["auto"]["candidates"]:
-            lines.append(f"| {c['name']} | {c['status'][:120]} | {c.get('frames_per_s', '')} | {c.get('build_s', '')} |")
+            build = f"{c['build_s']} (reused)" if c.get("reused") else c.get("build_s", "")
+            lines.append(f"| {c['name']} | {c['status'][:120]} | {c.get('frames_per_s', '')} | {build} |")
         lines.append("")
     return "\n".join(lines)
 

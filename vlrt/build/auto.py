@@ -111,6 +111,8 @@ def build_auto(bundle_dir: str | Path, *, calib: str | Path | None = None,
             cand.status = f"refused: {exc}"
             continue
         cand.figures["build_s"] = round(time.perf_counter() - t0, 2)
+        if built.reused:
+            cand.figures["reused"] = True  # built before with the same key: build_s is the reuse's
         if built.key is not None:
             cand.figures["validation_min_cosine"] = built.manifest["validation"]["min_cosine"]
     reference = runtimes.get(REFERENCE) or candidate_runtime(bundle, Candidate(REFERENCE, "ort-cpu", {"precision": "fp32"}),
