@@ -2,6 +2,7 @@
 
     python benchmarks/record_demo.py                 # -> benchmarks/results/demo-cpu.{json,md}
     python benchmarks/record_demo.py --ship          # also vlrt/assets/demo_figures.json
+    python benchmarks/record_demo.py --model xclip   # the multi-grained sibling -> demo-xclip-cpu.{json,md}
 
 --ship is for a newly trained model only: it makes the figures measured now the ones every later
 `vlrt demo` must reproduce (it exits 1 when they differ).
@@ -17,12 +18,14 @@ from pathlib import Path
 
 from common import RESULTS, machine, write_result
 
+from vlrt.assets import MODELS
+
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "vlrt" / "assets" / "demo_figures.json"
 
 
-def demo(videos: int | None) -> dict:
-    cmd = [sys.executable, "-m", "vlrt", "demo", "--json"] + (["--videos", str(videos)] if videos else [])
+def demo(videos: int | None, model: str) -> dict:
+    cmd = [sys.executable, "-m", "vlrt", "demo", "--json", "--model", model] + (["--videos", str(videos)] if videos else [])
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode not in (0, 1) or not res.stdout.strip():
         raise SystemExit(f"{' '.join(cmd)} failed: {res.stderr.strip()}")
@@ -30,7 +33,8 @@ def demo(videos: int | None) -> dict:
 
 
 def markdown(r: dict) -> str:
-    lines = [f"# `vlrt demo` on the embedded model ({r['date']})", "", f"{r['machine']}.", "",
+    name = "" if r.get("model", "default") == "default" else f" `{r['model']}`"
+    lines = [f"# `vlrt demo` on the embedded{name} model ({r['date']})", "", f"{r['machine']}.", "",
              "| clips | run | t2v R@1 | t2v R@5 | v2t R@1 | v2t R@5 | motion t2v R@1 | direction probe | speed probe "
              "| top-1 agreement t2v / v2t | min video cos | videos/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -55,12 +59,22 @@ def markdown(r: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ship", action="store_true", help=f"write {FIGURES.relative_to(ROOT)} from this run")
-    p.add_argument("--out", default=str(RESULTS / "demo-cpu.json"))
+    p.add_argument("--model", choices=MODELS, default="default", help="which embedded model (default: default)")
+    p.add_argument("--out", help="default: benchmarks/results/demo-cpu.json, or demo-MODEL-cpu.json")
     args = p.parse_args()
-    runs = [demo(None), demo(40)]
-    result = {"benchmark": "demo", "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "runs": runs}
-    if args.ship:
-        FIGURES.write_text(json.dumps({str(r["videos"]): r["quality"] for r in runs}, indent=2) + "\n")
+    runs = [demo(None, args.model), demo(40, args.model)]
+    result = {"benchmark": "demo", "model": args.model, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
+              "runs": runs}
+    if args.ship:  # this model's figures only; the other model's stay as recorded
+        figures = json.loads(FIGURES.read_text())
+        mine = {str(r["videos"]): r["quality"] for r in runs}
+        if args.model == "default":
+            figures.update(mine)
+        else:
+            figures[args.model] = mine
+        FIGURES.write_text(json.dumps(figures, indent=2) + "\n")
+    out = args.out or RESULTS / ("demo-cpu.json" if args.model == "default" else f"demo-{args.model}-cpu.json")
+    write_result(out, result, markdown(result))
     write_result(args.out, result, markdown(result))
 
 
