@@ -99,3 +99,20 @@ def test_without_onnx_every_slot_runs_and_says_why(tiny_bundle, monkeypatch, tmp
     assert not rt.packed and "pip install 'vlrt[build]'" in rt.pack_note
     pixels, mask = frames(n=2, t=4)
     assert rt.encode_frames(pixels, mask).shape == (2, TINY_C4C.embed_dim)
+
+
+def spinning(runner) -> str:
+    runner.activate()
+    try:
+        return runner._session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:  # not set: ONNX Runtime's default, which spins
+        return "default"
+
+
+def test_the_cut_graph_parts_do_not_spin(bundle):
+    """The tower and head sessions run back to back: their idle workers block instead of spinning;
+    the text session and a whole video graph keep ONNX Runtime's default (spinning)."""
+    packed, whole = Runtime.load(bundle, threads=2), Runtime.load(bundle, threads=2, pack=False)
+    assert packed.packed and not whole.packed
+    assert spinning(packed._runners["video_frames"]) == spinning(packed._runners["video_head"]) == "0"
+    assert spinning(packed._runners["text"]) == spinning(whole._runners["video"]) == "default"

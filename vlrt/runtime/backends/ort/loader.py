@@ -23,12 +23,14 @@ def available_providers() -> list[str]:
 class SessionFromOnnx:
     """Callable that builds an `onnxruntime.InferenceSession` for one graph."""
 
-    def __init__(self, path: str | os.PathLike, *, device: Device = "cpu", threads: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, *, device: Device = "cpu", threads: int | None = None,
+                 spin: bool = True) -> None:
         if device not in PROVIDERS:
             raise VlrtError(f"unknown device {device!r} for ONNX Runtime; expected one of {sorted(PROVIDERS)}")
         self.path = Path(path)
         self.device = device
         self.threads = threads
+        self.spin = spin  # False: intra-op workers block at once when idle instead of spinning
 
     def __call__(self):
         import onnxruntime as ort
@@ -39,6 +41,8 @@ class SessionFromOnnx:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads:
             opts.intra_op_num_threads = self.threads
+        if not self.spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             return ort.InferenceSession(str(self.path), sess_options=opts, providers=PROVIDERS[self.device])
         except Exception as exc:  # ORT raises its own untyped exceptions for bad graphs
