@@ -16,11 +16,13 @@ For each model (the embedded model; ViT-B/32 and ViT-B/16 geometry with random w
 
     python benchmarks/auto_cpu.py --models embedded,ViT-B-32,ViT-B-16 --workdir /tmp/vlrt-auto
 
-Writes benchmarks/results/auto-cpu.json and .md.
+Writes benchmarks/results/auto-cpu.json and .md. With --update, only --models run again and the
+file's other models keep their entries (and dates); the CPU must be the same.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -179,7 +181,8 @@ def markdown(result: dict) -> str:
         v = m["bundle_vision"]
         peer = m["openvino_peer"]
         lines += [f"## {m['model']} (vision width {v['width']}, patch {v['patch_size']}, {v['image_size']} px; "
-                  f"{m['frames']}, {m['threads']} threads, {m['rounds']} rounds)", "",
+                  f"{m['frames']}, {m['threads']} threads, {m['rounds']} rounds; measured {m.get('date', result['date'])})",
+                  "",
                   f"Load average {m['load_start'][0]:.2f} at the start, {m['load_end'][0]:.2f} at the end. "
                   f"`build_auto` took {m['auto_seconds']:.0f} s; OpenVINO peer: {peer}.", "",
                   "| configuration | frames/s | × plain ORT | × OpenVINO int8 | min cos | t2v R@1 | v2t R@1 |",
@@ -209,13 +212,26 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batch", type=int, default=4, help="videos per timed call")
     ap.add_argument("--out", type=Path, default=RESULTS / "auto-cpu.json")
+    ap.add_argument("--update", action="store_true",
+                    help="rerun only --models and keep the other models' entries of --out (same CPU only)")
     args = ap.parse_args()
     os.environ.setdefault("XDG_CACHE_HOME", str(args.workdir / "cache"))
     progress = stages()
-    models = []
-    for model in args.models.split(","):
-        models.append(run_model(model, args.workdir / model, threads=args.threads, rounds=args.rounds,
-                                batch=args.batch, progress=progress))
+    names = args.models.split(",")
+    kept, previous = {}, []
+    if args.update and args.out.exists():
+        old = json.loads(args.out.read_text())
+        if old["machine"] != machine():
+            raise SystemExit(f"--update: {args.out} was measured on another CPU ({old['machine']})")
+        previous = [m["model"] for m in old["models"]]
+        kept = {m["model"]: {"date": old["date"], **m} for m in old["models"] if m["model"] not in names}
+    fresh = {}
+    for model in names:
+        fresh[model] = run_model(model, args.workdir / model, threads=args.threads, rounds=args.rounds,
+                                 batch=args.batch, progress=progress)
+        fresh[model]["date"] = time.strftime("%Y-%m-%d %H:%M")
+    order = previous + [n for n in names if n not in previous]
+    models = [fresh.get(n) or kept[n] for n in order]
     result = {"benchmark": "auto", "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "models": models}
     write_result(args.out, result, markdown(result))
 
