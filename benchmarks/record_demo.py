@@ -75,7 +75,6 @@ def main() -> None:
         FIGURES.write_text(json.dumps(figures, indent=2) + "\n")
     out = args.out or RESULTS / ("demo-cpu.json" if args.model == "default" else f"demo-{args.model}-cpu.json")
     write_result(out, result, markdown(result))
-    write_result(args.out, result, markdown(result))
 
 
 if __name__ == "__main__":
