@@ -159,7 +159,7 @@ class Runtime:
             from vlrt.runtime.backends.ort import OrtRunner, SessionFromOnnx
 
             self._scorer_runner = OrtRunner(SessionFromOnnx(self.bundle.path(self.scorer["file"]),
-                                                            threads=self._threads)).__enter__()
+                                                            threads=self._threads, spin=False)).__enter__()
         spec = self.scorer
         feeds_q = {k: np.ascontiguousarray(text[k], np.float32) for k in spec["text_inputs"]}
         n = len(next(iter(videos.values())))
