@@ -66,8 +66,9 @@ def prepare(work: Path, model: str, progress) -> tuple[Path, Path, Path, tuple[l
     return bundle, work / "model.pt", calib, None
 
 
-def openvino_peer(bundle, videos: list[Path], threads: int, progress):
-    """OpenVINO int8 made the standard way (NNCF defaults for transformers), or why not."""
+def openvino_peer(bundle, videos: list[Path], threads: int, progress, config: dict | None = None):
+    """OpenVINO int8 made the standard way (NNCF defaults for transformers), or why not; `config`:
+    more compile properties (PERF_COUNT for a per-op profile)."""
     try:
         import nncf
         import openvino as ov
@@ -84,7 +85,7 @@ def openvino_peer(bundle, videos: list[Path], threads: int, progress):
     quantized = nncf.quantize(ov.convert_model(str(bundle.graph_path("video"))), nncf.Dataset(feeds),
                               model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds))
     compiled = ov.Core().compile_model(quantized, "CPU", {"PERFORMANCE_HINT": "LATENCY",
-                                                          "INFERENCE_NUM_THREADS": threads})
+                                                          "INFERENCE_NUM_THREADS": threads, **(config or {})})
     return compiled, {"quantize_and_compile_s": round(time.perf_counter() - t0, 1),
                       "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()}
 
