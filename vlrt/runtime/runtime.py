@@ -156,10 +156,10 @@ class Runtime:
         if not self.multi_vector:
             raise VlrtError(f"{self.bundle.root}: this model scores by a dot product; it has no scorer graph")
         if self._scorer_runner is None:
-            from vlrt.runtime.backends.ort import OrtRunner, SessionFromOnnx
+            from vlrt.runtime.backends.ort import cpu_runners
 
-            self._scorer_runner = OrtRunner(SessionFromOnnx(self.bundle.path(self.scorer["file"]),
-                                                            threads=self._threads, spin=False)).__enter__()
+            path = self.bundle.path(self.scorer["file"])
+            self._scorer_runner = cpu_runners({"scorer": path}, {}, self._threads)["scorer"].__enter__()
         spec = self.scorer
         feeds_q = {k: np.ascontiguousarray(text[k], np.float32) for k in spec["text_inputs"]}
         n = len(next(iter(videos.values())))
